@@ -1,0 +1,1 @@
+"""Records to batches: tasks, coarseners, tokenizer, TFDS builder, pipeline."""

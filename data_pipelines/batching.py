@@ -1,0 +1,182 @@
+"""Trajectories -> fixed-shape numpy batches (no TensorFlow needed).
+
+A batch (DESIGN §1):
+
+    question    int32[B, Lq]     question tokens, PAD-padded (no specials)
+    drafts      int32[B, T, Ld]  draft tokens + EOS, PAD-padded; the draft
+                                 axis is padded to T by repeating the last
+                                 draft (refinement has converged)
+    num_drafts  int32[B]         how many drafts are real
+
+Both input paths use `encode_trajectories`: the tf.data pipeline over a
+prepared dataset, and `GeneratorStream`, which streams a generated task
+straight from its seeded generator (the path for hosts without TensorFlow).
+Over-long examples are truncated and counted, or rejected, by `overlength`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from data_pipelines import tokenizer as tok_lib
+from data_pipelines.trajectory import DataError, Task, Trajectory
+
+
+@dataclasses.dataclass
+class OverlengthCounts:
+  """How many examples/drafts were truncated (or would have been)."""
+
+  questions: int = 0
+  drafts: int = 0
+  levels: int = 0  # examples with more drafts than T
+
+  def total(self) -> int:
+    return self.questions + self.drafts + self.levels
+
+  def add(self, other: OverlengthCounts) -> None:
+    self.questions += other.questions
+    self.drafts += other.drafts
+    self.levels += other.levels
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+  """Padded sizes of a batch."""
+
+  max_question_len: int  # Lq
+  max_draft_len: int  # Ld, including the EOS
+  max_drafts: int  # T
+
+
+def pad_row(ids: Sequence[int], length: int) -> tuple[np.ndarray, bool]:
+  """`ids` PAD-padded or truncated to `length`; also whether it was cut."""
+  out = np.full((length,), tok_lib.PAD_ID, np.int32)
+  n = min(len(ids), length)
+  out[:n] = ids[:n]
+  return out, len(ids) > length
+
+
+def encode_token_lists(
+    questions: Sequence[Sequence[int]],
+    drafts: Sequence[Sequence[Sequence[int]]],
+    shapes: Shapes,
+    overlength: str = "truncate",
+    where: Sequence[str] | None = None,
+) -> tuple[dict[str, np.ndarray], OverlengthCounts]:
+  """Pads pre-tokenized examples into a batch (EOS appended to drafts)."""
+  if overlength not in ("truncate", "reject"):
+    raise ValueError(f"overlength must be truncate|reject, got {overlength!r}")
+  b, t_max = len(questions), shapes.max_drafts
+  q = np.zeros((b, shapes.max_question_len), np.int32)
+  d = np.zeros((b, t_max, shapes.max_draft_len), np.int32)
+  nd = np.zeros((b,), np.int32)
+  counts = OverlengthCounts()
+  for i, (qi, di) in enumerate(zip(questions, drafts)):
+    q[i], cut_q = pad_row(qi, shapes.max_question_len)
+    counts.questions += cut_q
+    cut_any = cut_q
+    if len(di) > t_max:
+      counts.levels += 1
+      cut_any = True
+      # Keep the finest drafts: the last one is the full solution.
+      di = di[-t_max:]
+    for t in range(t_max):
+      row = list(di[min(t, len(di) - 1)]) + [tok_lib.EOS_ID]
+      d[i, t], cut_d = pad_row(row, shapes.max_draft_len)
+      if t < len(di):
+        counts.drafts += cut_d
+        cut_any |= cut_d
+    nd[i] = len(di)
+    if cut_any and overlength == "reject":
+      name = where[i] if where else f"example {i}"
+      raise DataError(
+          f"{name}: longer than the configured shapes {shapes} "
+          "(set overlength='truncate' to cut and count instead)"
+      )
+  return {"question": q, "drafts": d, "num_drafts": nd}, counts
+
+
+def encode_trajectories(
+    trajs: Sequence[Trajectory],
+    tokenizer: tok_lib.Tokenizer,
+    shapes: Shapes,
+    overlength: str = "truncate",
+) -> tuple[dict[str, np.ndarray], OverlengthCounts]:
+  """Tokenizes and pads trajectories into one batch."""
+  questions = tokenizer.encode_many([t.question for t in trajs])
+  flat = tokenizer.encode_many([d for t in trajs for d in t.drafts])
+  drafts, k = [], 0
+  for t in trajs:
+    drafts.append(flat[k : k + len(t.drafts)])
+    k += len(t.drafts)
+  return encode_token_lists(
+      questions, drafts, shapes, overlength, where=[t.id for t in trajs]
+  )
+
+
+class GeneratorStream:
+  """Deterministic batches straight from a task's generator.
+
+  The batch at step s of process p is a pure function of (seed, s, p), so a
+  stream restarted at step k yields exactly what an uninterrupted one yields
+  from step k, and processes never see the same examples.
+  """
+
+  def __init__(
+      self,
+      task: Task,
+      tokenizer: tok_lib.Tokenizer,
+      shapes: Shapes,
+      *,
+      batch_size: int,
+      seed: int,
+      scheme: str | None = None,
+      split: str = "train",
+      process_index: int = 0,
+      process_count: int = 1,
+      overlength: str = "truncate",
+      start_step: int = 0,
+  ):
+    if not task.generated:
+      raise ValueError(f"task {task.name!r} has no generator")
+    self.task, self.tokenizer, self.shapes = task, tokenizer, shapes
+    self.batch_size, self.seed, self.split = batch_size, seed, split
+    self.scheme = task.check_scheme(scheme)
+    self.process_index, self.process_count = process_index, process_count
+    self.overlength = overlength
+    self.step = start_step
+    self.overlength_counts = OverlengthCounts()
+
+  def batch_at(self, step: int) -> dict[str, np.ndarray]:
+    """The batch of `step` for this process."""
+    seed = (self.seed * self.process_count + self.process_index) * (
+        1 << 32
+    ) + step
+    trajs = list(
+        self.task.generate(
+            self.split, num=self.batch_size, seed=seed, scheme=self.scheme
+        )
+    )
+    batch, counts = encode_trajectories(
+        trajs, self.tokenizer, self.shapes, self.overlength
+    )
+    self.overlength_counts.add(counts)
+    return batch
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = self.batch_at(self.step)
+    self.step += 1
+    return batch
+
+  def get_state(self) -> dict[str, int]:
+    """The data position, saved with each checkpoint."""
+    return {"step": self.step}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    self.step = int(state["step"])
