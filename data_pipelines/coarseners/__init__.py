@@ -1,0 +1,1 @@
+"""Coarseners: a full solution -> drafts coarse to fine (DESIGN §1)."""

@@ -1,0 +1,219 @@
+"""ProntoQA (5-hop, fictional ontology), in Coconut's format (`prontoqa`).
+
+Raw format: `prontoqa_{train,valid,test}.json`, each one JSON array of
+
+    {"question": "<context sentences> True or false: <statement>",
+     "steps": ["Max is a vumpus. Each vumpus is a brimpus.",  # hop 1
+               ...,                                           # hops 2-4
+               "Max is a numpus. Numpuses are not wooden.",   # hop 5
+               "Max is not wooden."],                         # conclusion
+     "answer": "True" | "False"}
+
+Every step but the last is one hop (a fact and the rule applied to it); the
+last step is the concluding sentence. The answer is True when the conclusion
+is the statement asked about and False when it is its negation.
+
+Trajectories (scheme `hops`, the default), coarse to fine; every draft ends
+with the answer marker " #### True" or " #### False", so the verifier reads
+the answer the same way at every level:
+
+  d0  the conclusion only:
+        "Max is not wooden. #### True"
+  d1  key hops: every other hop, counted back from the last one, then the
+      conclusion. The last hop holds the rule that decides the property, so it
+      is always kept; with ProntoQA's 5 hops this keeps hops 1, 3 and 5 (the
+      entry point, the middle and the deciding rule), about half the chain:
+        "Max is a vumpus. Each vumpus is a brimpus. Max is a grimpus. ...
+         Max is not wooden. #### True"
+  d2  the full chain, all steps joined by spaces, then the marker.
+
+Scheme `chain` has the single draft d2 (the plain chain-of-thought baseline).
+
+Answers are "True"/"False"; the verifier accepts any letter case after the
+last "####" and nothing else (a draft without the marker has no answer).
+Loader errors name the file and the record index, as `file[i]` (0-based).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from collections.abc import Iterator, Sequence
+
+from data_pipelines.trajectory import DataError, Task, Trajectory
+
+ANSWER_MARKER = "####"
+_ANSWERS = ("True", "False")
+_TRUE_OR_FALSE_RE = re.compile(r"true\s+or\s+false\s*:", re.IGNORECASE)
+_ANSWER_RE = re.compile(r"\s*(true|false)\b", re.IGNORECASE)
+
+
+def key_hops(hops: Sequence[str]) -> list[str]:
+  """Every other hop, counted back from the last (which is always kept).
+
+  Args:
+    hops: the hop steps, in chain order (the conclusion excluded).
+
+  Returns:
+    The kept hops, in chain order: for 5 hops, hops 1, 3 and 5.
+  """
+  last = len(hops) - 1
+  return [h for i, h in enumerate(hops) if (last - i) % 2 == 0]
+
+
+def make_drafts(
+  steps: Sequence[str], answer: str, scheme: str
+) -> tuple[str, ...]:
+  """The drafts of one chain under `scheme`, coarse to fine.
+
+  Args:
+    steps: the chain: hops, then the concluding sentence.
+    answer: "True" or "False".
+    scheme: `hops` (three drafts) or `chain` (the full chain only).
+
+  Returns:
+    The drafts, each ending " #### <answer>".
+  """
+  hops, conclusion = list(steps[:-1]), steps[-1]
+  full = " ".join([*hops, conclusion])
+  if scheme == "chain":
+    levels = [full]
+  else:
+    levels = [conclusion, " ".join([*key_hops(hops), conclusion]), full]
+  return tuple(f"{d} {ANSWER_MARKER} {answer}" for d in levels)
+
+
+class ProntoQATask(Task):
+  """ProntoQA true/false questions over a fictional ontology (loader)."""
+
+  name = "prontoqa"
+  schemes = ("hops", "chain")
+  source_subdir = "prontoqa"
+  source_files = {
+    "train": "prontoqa_train.json",
+    "valid": "prontoqa_valid.json",
+    "test": "prontoqa_test.json",
+  }
+  source_url = (
+    "https://github.com/asaparov/prontoqa (generator, commit f0145b8), "
+    "converted with https://github.com/facebookresearch/coconut "
+    "(preprocessing/prontoqa.py, commit 27273cb)"
+  )
+
+  def load(
+    self, path: pathlib.Path, *, split: str, scheme: str
+  ) -> Iterator[Trajectory]:
+    """Trajectories from one JSON-array file.
+
+    Args:
+      path: a `prontoqa_<split>.json` file.
+      split: the split it holds (unused: ids come from the file name).
+      scheme: coarsening scheme.
+
+    Returns:
+      An iterator of trajectories, in file order.
+
+    Raises:
+      DataError: the file is not valid JSON (names line and column) or a
+        record is malformed (names `file[i]`).
+    """
+    del split
+    try:
+      with open(path, encoding="utf-8") as f:
+        records = json.load(f)
+    except json.JSONDecodeError as e:
+      raise DataError(
+        f"{path}:{e.lineno}: malformed JSON at line {e.lineno}, column "
+        f"{e.colno} ({e.msg})"
+      ) from e
+    if not isinstance(records, list):
+      raise DataError(f"{path}: expected a JSON array of records")
+    for i, record in enumerate(records):
+      where = f"{path}[{i}]"
+      question, steps, answer = self._fields(record, where)
+      yield Trajectory(
+        id=f"{path.stem}-{i}",
+        task=self.name,
+        question=question,
+        drafts=make_drafts(steps, answer, scheme),
+        answer=answer,
+      )
+
+  def _fields(self, record, where: str) -> tuple[str, list[str], str]:
+    """Checked (question, steps, answer) of a raw record."""
+    if not isinstance(record, dict):
+      raise DataError(f"{where}: expected a JSON object")
+    for field in ("question", "steps", "answer"):
+      if field not in record:
+        raise DataError(f"{where}: missing field {field!r}")
+    question, steps, answer = (
+      record["question"],
+      record["steps"],
+      record["answer"],
+    )
+    if not isinstance(question, str):
+      raise DataError(f"{where}: field 'question' must be a string")
+    if (
+      not isinstance(steps, list)
+      or not steps
+      or not all(isinstance(s, str) and s.strip() for s in steps)
+    ):
+      raise DataError(
+        f"{where}: field 'steps' must be a non-empty list of sentences"
+      )
+    if answer not in _ANSWERS:
+      raise DataError(f"{where}: field 'answer' must be 'True' or 'False'")
+    try:
+      question = self.parse_question(question)
+    except ValueError as e:
+      raise DataError(f"{where}: field 'question': {e}") from e
+    return question, [" ".join(s.split()) for s in steps], answer
+
+  def extract_answer(self, text: str) -> str | None:
+    """ "True"/"False" after the last "####" (any case), or None.
+
+    Args:
+      text: a draft.
+
+    Returns:
+      The canonical answer, or None when there is no marker or no answer.
+    """
+    _, marker, tail = text.rpartition(ANSWER_MARKER)
+    m = _ANSWER_RE.match(tail) if marker else None
+    return m.group(1).capitalize() if m else None
+
+  def canonical_answer(self, answer: str) -> str:
+    """ "true"/"FALSE"/... -> "True"/"False" (other text is only stripped)."""
+    answer = answer.strip()
+    return (
+      answer.capitalize() if answer.lower() in ("true", "false") else answer
+    )
+
+  def parse_question(self, text: str) -> str:
+    """A user's question in the dataset's form.
+
+    Whitespace is collapsed, the last "true or false:" (any case) becomes
+    "True or false:", and the statement ends with a period.
+
+    Args:
+      text: context sentences, then "True or false: <statement>".
+
+    Returns:
+      "<context> True or false: <statement>." (no context: no leading space).
+
+    Raises:
+      ValueError: no "True or false:" or no statement after it.
+    """
+    text = " ".join(text.split())
+    matches = list(_TRUE_OR_FALSE_RE.finditer(text))
+    if not matches:
+      raise ValueError(
+        f"a ProntoQA question ends with 'True or false: <statement>': {text!r}"
+      )
+    last = matches[-1]
+    context = text[: last.start()].strip()
+    statement = text[last.end() :].strip().rstrip("?.!").strip()
+    if not statement:
+      raise ValueError(f"no statement after 'True or false:': {text!r}")
+    return " ".join(filter(None, [context, f"True or false: {statement}."]))

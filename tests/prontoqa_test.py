@@ -1,0 +1,178 @@
+"""Tests of the ProntoQA task: drafts, verifier, parser, loader errors, data."""
+
+import json
+
+import pytest
+
+from data_pipelines.tasks import get_task, prontoqa
+from data_pipelines.trajectory import DataError
+
+# A made-up 5-hop chain in the dataset's shape (not dataset text).
+_STEPS = [
+  "Zed is a blorp. Every blorp is a quib.",
+  "Zed is a quib. Quibs are frams.",
+  "Zed is a fram. Each fram is a dax.",
+  "Zed is a dax. Daxes are wugs.",
+  "Zed is a wug. Wugs are not shiny.",
+  "Zed is not shiny.",
+]
+_QUESTION = (
+  "Every blorp is a quib. Quibs are frams. Each fram is a dax. Daxes are "
+  "wugs. Wugs are not shiny. Zed is a blorp. True or false: Zed is shiny."
+)
+
+
+def _record(**overrides):
+  return {"question": _QUESTION, "steps": _STEPS, "answer": "False"} | overrides
+
+
+def _write(root, split, records):
+  folder = root / "prontoqa"
+  folder.mkdir(exist_ok=True)
+  path = folder / f"prontoqa_{split}.json"
+  path.write_text(json.dumps(records, indent=1))
+  return path
+
+
+def test_registry_returns_the_task():
+  assert isinstance(get_task("prontoqa"), prontoqa.ProntoQATask)
+
+
+@pytest.mark.parametrize(
+  "num_hops, kept", [(5, [0, 2, 4]), (4, [1, 3]), (1, [0]), (0, [])]
+)
+def test_key_hops_keep_every_other_hop_ending_at_the_last(num_hops, kept):
+  hops = [f"h{i}" for i in range(num_hops)]
+  assert prontoqa.key_hops(hops) == [f"h{i}" for i in kept]
+
+
+def test_hops_scheme_drafts_go_coarse_to_fine():
+  d0, d1, d2 = prontoqa.make_drafts(_STEPS, "False", "hops")
+  assert d0 == "Zed is not shiny. #### False"
+  assert d1 == " ".join(
+    [_STEPS[0], _STEPS[2], _STEPS[4], _STEPS[5], "#### False"]
+  )
+  assert d2 == " ".join(_STEPS) + " #### False"
+  assert len(d0) < len(d1) < len(d2)
+
+
+def test_chain_scheme_is_the_full_chain_only():
+  drafts = prontoqa.make_drafts(_STEPS, "True", "chain")
+  assert drafts == (" ".join(_STEPS) + " #### True",)
+
+
+def test_loader_builds_trajectories(tmp_path):
+  _write(tmp_path, "train", [_record(), _record(answer="True")])
+  task = prontoqa.ProntoQATask()
+  trajs = list(task.trajectories("train", source_dir=tmp_path))
+  assert [t.id for t in trajs] == ["prontoqa_train-0", "prontoqa_train-1"]
+  assert trajs[0].question == _QUESTION
+  assert trajs[0].answer == "False" and trajs[1].answer == "True"
+  assert all(task.verify(d, t.answer) for t in trajs for d in t.drafts)
+  chain = list(task.trajectories("train", scheme="chain", source_dir=tmp_path))
+  assert [len(t.drafts) for t in chain] == [1, 1]
+
+
+@pytest.mark.parametrize(
+  "text, expected",
+  [
+    ("Zed is shiny. #### True", "True"),
+    ("Zed is shiny. ####true", "True"),
+    ("Zed is not shiny. #### FALSE.", "False"),
+    ("#### True\nmore text #### False", "False"),  # the last marker wins
+    ("Zed is shiny. True", None),  # no marker, no answer
+    ("Zed is shiny. #### maybe", None),
+    ("#### Trueish", None),
+  ],
+)
+def test_extract_answer(text, expected):
+  assert prontoqa.ProntoQATask().extract_answer(text) == expected
+
+
+def test_verify_accepts_any_case_and_rejects_the_wrong_answer():
+  task = prontoqa.ProntoQATask()
+  assert task.verify("x #### true", "True")
+  assert task.verify("x #### True", "true")
+  assert not task.verify("x #### False", "True")
+  assert not task.verify("x", "True")
+
+
+def test_parse_question_normalizes():
+  task = prontoqa.ProntoQATask()
+  got = task.parse_question(
+    "  Wugs are  not shiny.\n Zed is a wug.  true OR false:  Zed is shiny? "
+  )
+  assert got == "Wugs are not shiny. Zed is a wug. True or false: Zed is shiny."
+  assert task.parse_question(_QUESTION) == _QUESTION
+  assert task.parse_question("True or false: Zed is a wug") == (
+    "True or false: Zed is a wug."
+  )
+
+
+@pytest.mark.parametrize(
+  "text", ["Zed is shiny.", "Zed is a wug. True or false:"]
+)
+def test_parse_question_rejects_non_questions(text):
+  with pytest.raises(ValueError):
+    prontoqa.ProntoQATask().parse_question(text)
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+  path = _write(tmp_path, "train", [_record()] * 3)
+  lines = path.read_text().splitlines()
+  lines[3] = lines[3] + " }{ broken"
+  path.write_text("\n".join(lines))
+  with pytest.raises(DataError, match="line 4") as e:
+    list(prontoqa.ProntoQATask().trajectories("train", source_dir=tmp_path))
+  assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize(
+  "bad, message",
+  [
+    ({"question": _QUESTION, "answer": "True"}, "missing field 'steps'"),
+    (_record(answer="Maybe"), "'answer'"),
+    (_record(steps=[]), "'steps'"),
+    (_record(steps="Zed is shiny."), "'steps'"),
+    (_record(question="Zed is a wug."), "True or false"),
+    (["not", "an", "object"], "JSON object"),
+  ],
+)
+def test_malformed_record_names_file_and_index(tmp_path, bad, message):
+  path = _write(tmp_path, "valid", [_record(), _record(), bad])
+  with pytest.raises(DataError, match=message) as e:
+    list(prontoqa.ProntoQATask().trajectories("valid", source_dir=tmp_path))
+  assert f"{path}[2]" in str(e.value)
+
+
+def test_missing_file_names_files_and_upstream(tmp_path):
+  with pytest.raises(FileNotFoundError) as e:
+    next(prontoqa.ProntoQATask().trajectories("test", source_dir=tmp_path))
+  message = str(e.value)
+  for name in (
+    "prontoqa_train.json",
+    "prontoqa_valid.json",
+    "prontoqa_test.json",
+  ):
+    assert name in message
+  assert "https://github.com/asaparov/prontoqa" in message
+  assert "https://github.com/facebookresearch/coconut" in message
+
+
+def test_real_data(data_dir):
+  task = prontoqa.ProntoQATask()
+  sizes = {"train": 9000, "valid": 200, "test": 800}
+  for split, size in sizes.items():
+    path = task.source_path(split, data_dir)
+    raw = json.loads(path.read_text())
+    trajs = list(task.trajectories(split, source_dir=data_dir))
+    assert len(trajs) == size
+    assert len({t.id for t in trajs}) == size
+    for t, r in zip(trajs, raw):
+      assert t.question == r["question"]  # already in normal form
+      assert len(t.drafts) == 3
+      assert all(task.verify(d, t.answer) for d in t.drafts)
+      # The data's own logic: True exactly when the chain concludes the
+      # statement asked about.
+      statement = t.question.rpartition("True or false: ")[2]
+      assert (statement == r["steps"][-1]) == (t.answer == "True")
