@@ -1,0 +1,1 @@
+"""bottomup: coarse-to-fine refiners for reasoning, in JAX/Flax."""

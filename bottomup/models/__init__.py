@@ -1,0 +1,1 @@
+"""Models, looked up by name from config (`model.name`)."""

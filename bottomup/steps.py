@@ -1,0 +1,141 @@
+"""Loss, gradients and updates: the jitted train and eval steps.
+
+The loss is a per-pass weighted, masked cross-entropy over the written
+passes (DESIGN §2):
+
+    loss = sum_{b,t,i} w_t * m[b,t,i] * CE[b,t,i]  /  sum_{b,t,i} m[b,t,i]
+
+where m masks padding tokens, padded passes (t >= num_drafts) and latent
+passes. Metrics are reported per pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bottomup.models.refiner import PAD_ID
+
+
+def loss_mask(drafts, num_drafts, latent):
+  """float32 [B, T, L]: which target tokens count."""
+  t_len = drafts.shape[1]
+  written = (jnp.arange(t_len)[None] < num_drafts[:, None]) & ~latent[None]
+  return ((drafts != PAD_ID) & written[:, :, None]).astype(jnp.float32)
+
+
+def pass_loss(logits, drafts, num_drafts, latent, pass_weights):
+  """The weighted loss and per-pass metrics.
+
+  Args:
+    logits: float32 [B, T, L, V].
+    drafts: int32 [B, T, L] targets.
+    num_drafts: int32 [B].
+    latent: bool [T].
+    pass_weights: float32 [T].
+
+  Returns:
+    (loss, metrics) where metrics holds per-pass sums ([T] arrays) so that
+    they can be summed over batches before dividing.
+  """
+  mask = loss_mask(drafts, num_drafts, latent)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, drafts)
+  ce = ce * mask
+  denom = jnp.maximum(mask.sum(), 1.0)
+  loss = jnp.sum(ce.sum((0, 2)) * pass_weights) / denom
+  correct = (jnp.argmax(logits, -1) == drafts).astype(jnp.float32) * mask
+  seq_ok = jnp.all((correct == mask), axis=2) & (mask.sum(2) > 0)  # [B, T]
+  metrics = dict(
+      ce_sum=ce.sum((0, 2)),
+      tokens=mask.sum((0, 2)),
+      correct=correct.sum((0, 2)),
+      seq_correct=seq_ok.sum(0).astype(jnp.float32),
+      seqs=(mask.sum(2) > 0).sum(0).astype(jnp.float32),
+  )
+  return loss, metrics
+
+
+def make_train_step(model, pass_weights):
+  """A pure train step: (state, batch, latent) -> (state, metrics)."""
+  pass_weights = jnp.asarray(pass_weights, jnp.float32)
+
+  def train_step(state, batch, latent):
+    rng, noise_rng = jax.random.split(state.rng)
+
+    def loss_fn(params):
+      logits = model.apply(
+          {"params": params},
+          batch["question"],
+          batch["drafts"],
+          batch["num_drafts"],
+          latent,
+          train=True,
+          rngs={"noise": noise_rng},
+      )
+      return pass_loss(
+          logits,
+          batch["drafts"],
+          batch["num_drafts"],
+          latent,
+          pass_weights[: batch["drafts"].shape[1]],
+      )
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
+    state = state.apply_gradients(grads).replace(rng=rng)
+    metrics = dict(
+        metrics,
+        loss=loss,
+        grad_norm=optax.global_norm(grads),
+    )
+    return state, metrics
+
+  return train_step
+
+
+def make_eval_step(model, pass_weights):
+  """A pure eval step: (params, batch, latent) -> metrics (teacher-forced)."""
+  pass_weights = jnp.asarray(pass_weights, jnp.float32)
+
+  def eval_step(params, batch, latent):
+    logits = model.apply(
+        {"params": params},
+        batch["question"],
+        batch["drafts"],
+        batch["num_drafts"],
+        latent,
+        train=False,
+    )
+    loss, metrics = pass_loss(
+        logits,
+        batch["drafts"],
+        batch["num_drafts"],
+        latent,
+        pass_weights[: batch["drafts"].shape[1]],
+    )
+    return dict(metrics, loss=loss)
+
+  return eval_step
+
+
+def summarize(metrics: dict[str, Any]) -> dict[str, float]:
+  """Per-pass sums -> readable scalars (loss_pass{t}, token/seq accuracy)."""
+  out = {}
+  t_len = len(metrics["tokens"])
+  for t in range(t_len):
+    tok = float(metrics["tokens"][t])
+    if tok == 0:
+      continue
+    out[f"loss_pass{t}"] = float(metrics["ce_sum"][t]) / tok
+    out[f"token_acc_pass{t}"] = float(metrics["correct"][t]) / tok
+    out[f"seq_acc_pass{t}"] = float(metrics["seq_correct"][t]) / max(
+        float(metrics["seqs"][t]), 1.0
+    )
+  for k in ("loss", "grad_norm"):
+    if k in metrics:
+      out[k] = float(metrics[k])
+  return out
