@@ -1,0 +1,241 @@
+"""Evaluation: final-answer accuracy through the sampler, plus per-pass figures.
+
+    python -m bottomup.evaluate --workdir=DIR [--split=S | --eval_file=F] \
+        [--output=JSON] [--num=N] [--config.sampling.x=y ...]
+
+Restores the latest checkpoint of DIR, solves the problems of a split (or of
+a file in the task's own format, e.g. an iCoT `.txt`) with `refine`, and
+reports `accuracy` (exact match of the verified final answer), the exact
+match of every pass's draft against the reference draft, and the
+teacher-forced loss per pass.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from absl import app
+import sys
+import time
+
+import jax
+import numpy as np
+
+from bottomup import sampling, steps
+from data_pipelines.trajectory import Trajectory
+
+
+class Evaluator:
+  """Solves held-out problems and scores them (used by the trainer too)."""
+
+  def __init__(self, config, data, model, mesh):
+    self.config, self.data, self.model, self.mesh = config, data, model, mesh
+    shapes = data.shapes
+    from bottomup import train  # local: train imports this module
+
+    self.latent = train.latent_mask(
+        config, config.train.num_steps, shapes.max_drafts
+    )
+    s = config.sampling
+    self.sampling_cfg = sampling.SamplingConfig(
+        trained_passes=shapes.max_drafts,
+        extra_passes=s.extra_passes,
+        temperature=s.temperature,
+        top_k=s.top_k,
+        top_p=s.top_p,
+        num_samples=s.num_samples,
+        max_draft_len=shapes.max_draft_len,
+        latent=tuple(bool(x) for x in self.latent),
+    )
+    self._refine = sampling.make_refine(model, self.sampling_cfg)
+    self._eval_step = jax.jit(
+        steps.make_eval_step(model, train.pass_weights(config, shapes.max_drafts))
+    )
+
+  def run(self, params, split: str, num: int, show: int = 0, trajs=None):
+    """Scores `num` problems of `split` (or the given `trajs`)."""
+    if trajs is None:
+      trajs = self.data.trajectories(split, num)
+    return self.score(params, trajs, show)
+
+  def score(self, params, trajs: list[Trajectory], show: int = 0) -> dict:
+    """Accuracy and per-pass figures of `trajs`."""
+    task, tok = self.data.task, self.data.tokenizer
+    bs = self.config.eval.batch_size
+    batch, counts = self.data.encode(trajs)
+    n = len(trajs)
+    texts: list[list[str]] = []
+    tf_sums = None
+    rng = jax.random.key(self.config.seed + 7)
+    t0 = time.time()
+    for lo in range(0, n, bs):
+      chunk = {k: v[lo : lo + bs] for k, v in batch.items()}
+      pad = bs - len(chunk["question"])
+      if pad:  # fixed shapes: one compilation for every chunk
+        chunk = {
+            k: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
+            for k, v in chunk.items()
+        }
+        # Padding rows have no written passes, so they add nothing below.
+        chunk["num_drafts"][bs - pad :] = 0
+      rng, key = jax.random.split(rng)
+      result = self._refine(params, chunk["question"], key)
+      drafts = np.asarray(jax.device_get(result.drafts))[: bs - pad]
+      texts.extend(sampling.decode_text(tok, drafts))
+      m = jax.device_get(self._eval_step(params, chunk, self.latent))
+      m = {k: np.asarray(v) for k, v in m.items() if k != "loss"}
+      tf_sums = m if tf_sums is None else {k: tf_sums[k] + m[k] for k in m}
+    seconds = time.time() - t0
+    correct, per_pass = [], np.zeros(self.data.shapes.max_drafts)
+    per_pass_n = np.zeros_like(per_pass)
+    samples = []
+    for traj, drafts in zip(trajs, texts):
+      final = drafts[-1] if drafts else ""
+      ok = task.verify(final, traj.answer)
+      correct.append(ok)
+      for t, ref in enumerate(traj.drafts[: len(per_pass)]):
+        if self.latent[t] or t >= len(drafts):
+          continue
+        per_pass[t] += drafts[t] == ref
+        per_pass_n[t] += 1
+      if len(samples) < show:
+        samples.append(dict(id=traj.id, question=traj.question,
+                            drafts=drafts, answer=traj.answer, correct=ok))
+    tf = steps.summarize(tf_sums) if tf_sums is not None else {}
+    return dict(
+        accuracy=float(np.mean(correct)) if correct else 0.0,
+        num_examples=n,
+        num_correct=int(np.sum(correct)),
+        per_pass_exact_match=[
+            round(float(a / b), 4) if b else None
+            for a, b in zip(per_pass, per_pass_n)
+        ],
+        teacher_forced={k: round(v, 5) for k, v in tf.items()},
+        overlength=counts.total(),
+        problems_per_second=round(n / max(seconds, 1e-9), 1),
+        samples=samples,
+    )
+
+  def report(self, results: dict, timing: dict | None = None) -> None:
+    """Prints the accuracy and the sample trajectories, human-readable."""
+    task = self.data.task
+    fmt_q = getattr(task, "format_question", lambda q: q)
+    print(
+        f"\n{results.get('task', task.name)}: accuracy "
+        f"{results['accuracy']:.4f} ({results['num_correct']}/"
+        f"{results['num_examples']}) on held-out problems; per-pass exact "
+        f"match {results['per_pass_exact_match']}"
+    )
+    if timing:
+      print(f"timing: {timing}")
+    for s in results["samples"]:
+      print(f"\nQ: {fmt_q(s['question'])}")
+      for t, d in enumerate(s["drafts"]):
+        print(f"  pass {t}: {task.format_draft(d) if d else '(latent)'}")
+      mark = "correct" if s["correct"] else "wrong"
+      print(f"  answer: {s['answer']!r} ({mark})")
+    sys.stdout.flush()
+
+
+def _load_file(task, path, scheme) -> list[Trajectory]:
+  return list(task.load(pathlib.Path(path), split="eval", scheme=scheme))
+
+
+def restore_run(workdir, sampling_overrides: dict | None = None):
+  """Config, data, model, mesh and latest params of a training workdir.
+
+  Args:
+    workdir: a workdir written by `train_and_evaluate`.
+    sampling_overrides: values replacing fields of the `sampling` group.
+
+  Returns:
+    (config, data, model, mesh, params, step).
+  """
+  import flax.linen as nn
+  import ml_collections
+
+  from bottomup import checkpoint, datasets, sharding, train
+  from bottomup.models import get_model
+
+  workdir = pathlib.Path(workdir)
+  cfg_path = workdir / "config.json"
+  if not cfg_path.exists():
+    raise FileNotFoundError(f"{cfg_path} not found: is {workdir} a workdir?")
+  import json
+
+  config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
+  for k, v in (sampling_overrides or {}).items():
+    if v is not None:
+      config.sampling[k] = v
+  config.lock()
+  data = datasets.build(config, workdir)
+  model = get_model(config.model, data.tokenizer.vocab_size,
+                    data.tokenizer.digit_ids)
+  mesh = sharding.make_mesh(config.mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
+    init, rng, state_sharding = train.init_state(
+        config, model, data.shapes, mesh
+    )
+    ckpt = checkpoint.Checkpointer(
+        workdir / "checkpoints", save_interval_steps=1, max_to_keep=1,
+        read_only=True,
+    )
+    step = ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
+    abstract = checkpoint.abstract_like(jax.eval_shape(init, rng),
+                                        state_sharding)
+    state, _ = ckpt.restore(step, abstract)
+    ckpt.close()
+  return config, data, model, mesh, state.params, step
+
+
+def main(argv):
+  from absl import flags
+
+  from bottomup import metrics
+
+  f = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if f.split and f.eval_file:
+    raise app.UsageError("give --split or --eval_file, not both")
+  config, data, model, mesh, params, step = restore_run(
+      f.workdir,
+      dict(temperature=f.temperature, num_samples=f.num_samples,
+           extra_passes=f.extra_passes, top_k=f.top_k, top_p=f.top_p),
+  )
+  split = f.split or config.eval.final_split
+  if f.eval_file:
+    trajs = _load_file(data.task, f.eval_file, data.scheme)
+    if f.num:
+      trajs = trajs[: f.num]
+    source = f.eval_file
+  else:
+    trajs = data.trajectories(split, f.num or config.eval.final_num_examples)
+    source = split
+  evaluator = Evaluator(config, data, model, mesh)
+  results = evaluator.score(params, trajs, show=f.show)
+  results.update(step=step, source=str(source), task=data.task.name,
+                 model=config.model.name)
+  evaluator.report(results)
+  if f.output:
+    metrics.write_json(f.output, results)
+    print(f"wrote {f.output}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+
+  flags.DEFINE_string("workdir", None, "A training workdir.")
+  flags.DEFINE_string("split", "", "Split to evaluate (default: the final).")
+  flags.DEFINE_string("eval_file", "", "A file in the task's own format.")
+  flags.DEFINE_string("output", "", "Write the results JSON here.")
+  flags.DEFINE_integer("num", 0, "At most this many problems (0 = all).")
+  flags.DEFINE_integer("show", 1, "Trajectories to print.")
+  flags.DEFINE_float("temperature", None, "Sampling temperature override.")
+  flags.DEFINE_integer("top_k", None, "Top-k override.")
+  flags.DEFINE_float("top_p", None, "Top-p override.")
+  flags.DEFINE_integer("num_samples", None, "Samples per pass override.")
+  flags.DEFINE_integer("extra_passes", None, "Extra passes override.")
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)

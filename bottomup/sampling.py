@@ -1,0 +1,478 @@
+"""Sampling: coarse-to-fine refinement of drafts at test time (DESIGN §3).
+
+`refine` writes the drafts d_0 ... d_{T'-1} of a batch of questions:
+
+1. Embed the question once; start from the learned slots z_{-1} and an empty
+   previous draft (all PAD, as in training).
+2. Pass t runs the deep encoder once on (question, d_{t-1}, z_{t-1}), giving
+   the memory [H_t; z_t], and the decoder's cross-attention keys/values once.
+3. A latent pass writes no tokens (its row of drafts is PAD): the next pass
+   reads the continuous draft `latent_draft(H_t)` instead of embedded tokens.
+4. A written pass samples n drafts per question with a `lax.while_loop` over
+   a `DecodeState`: one token per step through the decoder's KV cache;
+   greedy, temperature, top-k or top-p; a sequence stops at EOS (PAD after
+   it) and the loop once every sequence has stopped or Ld tokens are written.
+5. A selection scores the n samples (by default their log-likelihood under
+   the model) and keeps the best per question: a beam of width 1 over
+   drafts. The kept draft is embedded as the next pass's previous draft.
+6. After the passes, the final pass is re-applied to its own draft (extra
+   passes) until every draft is a fixed point, at most `extra_passes` times;
+   a row that has converged is frozen while the others go on.
+
+Passes past the trained ones re-apply the final trained pass (same pass
+embedding). `SamplingConfig.kv_cache=False` is the reference path: each step
+recomputes the decoder over the whole prefix with `decode_logits` (for tests
+and the benchmark).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bottomup.models.refiner import BOS_ID, EOS_ID, PAD_ID, Refiner
+from bottomup.models.transformer import DecodeCache
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How `refine` samples.
+
+  Attributes:
+    max_draft_len: Ld, the draft length the model was trained with (with
+      EOS); the encoder's positions depend on it.
+    trained_passes: T, the number of passes the model was trained with
+      (None = num_passes; give at least one of the two).
+    num_passes: passes to run (None = trained_passes); passes past the
+      trained ones re-apply the final trained pass.
+    extra_passes: then re-apply the final pass until the drafts stop
+      changing, at most this many times (0 = off).
+    temperature: softmax temperature; 0 = greedy.
+    top_k: sample among the k most likely tokens (0 = all).
+    top_p: sample from the smallest set with this probability mass (1 = off).
+    num_samples: drafts sampled per question and pass; one is kept.
+    selection: how the kept sample is chosen: a key of `SELECTIONS`.
+    latent: the latent passes, as one bool per pass or as pass indices.
+    kv_cache: False recomputes the whole decoder prefix at every token.
+  """
+
+  max_draft_len: int
+  trained_passes: int | None = None
+  num_passes: int | None = None
+  extra_passes: int = 0
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+  num_samples: int = 1
+  selection: str = "likelihood"
+  latent: tuple[bool, ...] | tuple[int, ...] = ()
+  kv_cache: bool = True
+
+  def __post_init__(self):
+    # A list would make the config unhashable (it is a static jit argument).
+    object.__setattr__(self, "latent", tuple(self.latent))
+    if self.trained_passes is None and self.num_passes is None:
+      raise ValueError("give trained_passes or num_passes")
+    if self.passes < 1 or self.extra_passes < 0:
+      raise ValueError("need num_passes >= 1 and extra_passes >= 0")
+    if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+      raise ValueError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+    if self.num_samples < 1:
+      raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+    if self.selection not in SELECTIONS:
+      raise ValueError(
+        f"unknown selection {self.selection!r}; known: {sorted(SELECTIONS)}"
+      )
+    if self.passes - 1 in self.latent_passes:
+      raise ValueError("the final pass must write a draft, not be latent")
+
+  @property
+  def passes(self) -> int:
+    """The number of passes before any extra ones."""
+    return self.trained_passes if self.num_passes is None else self.num_passes
+
+  @property
+  def final_trained_pass(self) -> int:
+    """The pass index that passes past the trained ones re-apply."""
+    t = self.num_passes if self.trained_passes is None else self.trained_passes
+    return t - 1
+
+  @property
+  def latent_passes(self) -> frozenset[int]:
+    """The indices of the latent passes."""
+    if all(isinstance(x, (bool, np.bool_)) for x in self.latent):
+      return frozenset(i for i, x in enumerate(self.latent) if x)
+    if any(isinstance(x, (bool, np.bool_)) for x in self.latent):
+      raise ValueError(f"latent mixes bools and indices: {self.latent}")
+    bad = [i for i in self.latent if not 0 <= i < self.passes]
+    if bad:
+      raise ValueError(f"latent pass indices out of range: {bad}")
+    return frozenset(int(i) for i in self.latent)
+
+
+# -- Token policy --------------------------------------------------------------
+
+
+def next_token(logits: jax.Array, key: jax.Array, cfg: SamplingConfig):
+  """Samples one token per row from logits [B, V] -> int32 [B]."""
+  neg = jnp.finfo(logits.dtype).min
+  # PAD and BOS are never written: PAD only pads after EOS.
+  logits = logits.at[:, jnp.array([PAD_ID, BOS_ID])].set(neg)
+  if cfg.temperature == 0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / cfg.temperature
+  if cfg.top_k:
+    kth = jax.lax.top_k(logits, cfg.top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, neg, logits)
+  if cfg.top_p < 1:
+    desc = -jnp.sort(-logits, axis=-1)
+    probs = jax.nn.softmax(desc, axis=-1)
+    # Keep a token while the mass before it is below top_p (so >= 1 token).
+    keep = jnp.cumsum(probs, axis=-1) - probs < cfg.top_p
+    cutoff = jnp.min(jnp.where(keep, desc, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < cutoff, neg, logits)
+  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+# -- One written pass: decoding ------------------------------------------------
+
+
+@flax.struct.dataclass
+class DecodeState:
+  """The decoder's loop state while it writes one draft per row."""
+
+  tokens: jax.Array  # int32 [B, Ld], PAD where nothing is written yet
+  token: jax.Array  # int32 [B], the last token written (BOS at the start)
+  cache: DecodeCache | None  # self-attention keys/values (None: no cache)
+  pos: jax.Array  # int32 [], the position written next
+  run: jax.Array  # int32 [B], digit-run length up to `token` (place embed)
+  done: jax.Array  # bool [B], EOS written
+  logprob: jax.Array  # float32 [B], log-likelihood of the tokens written
+
+  @classmethod
+  def make(cls, batch: int, length: int, cache: DecodeCache | None = None):
+    return cls(
+      tokens=jnp.full((batch, length), PAD_ID, jnp.int32),
+      token=jnp.full((batch,), BOS_ID, jnp.int32),
+      cache=cache,
+      pos=jnp.zeros((), jnp.int32),
+      run=jnp.zeros((batch,), jnp.int32),
+      done=jnp.zeros((batch,), bool),
+      logprob=jnp.zeros((batch,), jnp.float32),
+    )
+
+
+def decode(model, params, memory, memory_mask, cfg, key, num_samples=1):
+  """Writes `num_samples` drafts per row of the memory (steps 2 and 4).
+
+  Args:
+    model: the Refiner.
+    params: its parameters.
+    memory: [B, S, D] encoder states of the pass.
+    memory_mask: bool [B, S].
+    cfg: the SamplingConfig.
+    key: PRNG key of the pass.
+    num_samples: n; the rows of the result are question-major.
+
+  Returns:
+    The final DecodeState over B * n rows.
+  """
+  apply = functools.partial(model.apply, {"params": params})
+  length = cfg.max_draft_len
+  tile = lambda x: jnp.repeat(x, num_samples, axis=0)
+  batch = memory.shape[0] * num_samples
+  mask = tile(memory_mask)
+  if cfg.kv_cache:
+    # Projected once per pass, at B rows, then shared by the n samples.
+    cross = jax.tree.map(tile, apply(memory, method="cross_kv"))
+    cache = apply(batch, length, method="init_cache")
+  else:
+    memory, cache = tile(memory), None
+
+  def step_logits(s: DecodeState):
+    if cfg.kv_cache:
+      return apply(
+        s.token, s.pos, s.run, s.cache, cross, mask, method="decode_step"
+      )
+    # Reference path: the full teacher-forced forward over what is written.
+    logits = apply(s.tokens, memory, mask, method="decode_logits")
+    return jax.lax.dynamic_index_in_dim(logits, s.pos, 1, False), None, s.run
+
+  def body(s: DecodeState) -> DecodeState:
+    logits, cache, run = step_logits(s)
+    tok = next_token(logits, jax.random.fold_in(key, s.pos), cfg)
+    tok = jnp.where(s.done, PAD_ID, tok)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logp = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+    return s.replace(
+      tokens=jax.lax.dynamic_update_index_in_dim(s.tokens, tok, s.pos, 1),
+      token=tok,
+      cache=cache,
+      pos=s.pos + 1,
+      run=run,
+      done=s.done | (tok == EOS_ID),
+      logprob=s.logprob + jnp.where(s.done, 0.0, logp),
+    )
+
+  def cond(s: DecodeState):
+    return (s.pos < length) & ~jnp.all(s.done)
+
+  return jax.lax.while_loop(cond, body, DecodeState.make(batch, length, cache))
+
+
+# -- Selection among the n samples ---------------------------------------------
+
+
+@flax.struct.dataclass
+class Candidates:
+  """The n drafts sampled per question in one pass, for a selection."""
+
+  question: jax.Array  # int32 [B, Lq]
+  tokens: jax.Array  # int32 [B, N, Ld]
+  logprob: jax.Array  # float32 [B, N], log-likelihood under the model
+  t: Any  # the pass: an int, or int32 [] in the extra passes
+
+
+# (candidates, selection_params) -> float32 [B, N] scores; the highest wins.
+# A process-reward selection scores `tokens` with the PRM whose parameters
+# arrive as `selection_params` (an argument of `refine`).
+Selection = Callable[[Candidates, Any], jax.Array]
+SELECTIONS: dict[str, Selection] = {
+  "likelihood": lambda cands, _: cands.logprob,
+}
+
+
+def select(cands: Candidates, scores: jax.Array):
+  """The best candidate per question: (tokens [B, Ld], logprob [B])."""
+  best = jnp.argmax(scores, axis=1)
+  tokens = jnp.take_along_axis(cands.tokens, best[:, None, None], 1)[:, 0]
+  logprob = jnp.take_along_axis(cands.logprob, best[:, None], 1)[:, 0]
+  return tokens, logprob
+
+
+# -- Passes --------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class PassOutput:
+  """What a pass hands on: its draft and the next pass's inputs."""
+
+  draft: jax.Array  # int32 [B, Ld] (all PAD for a latent pass)
+  logprob: jax.Array  # float32 [B] (0 for a latent pass)
+  slots: jax.Array  # [B, M, D], z_t
+  next_emb: jax.Array  # [B, Ld, D], d_t as the next pass reads it
+  next_valid: jax.Array  # bool [B, Ld]
+
+
+def pass_key(rng: jax.Array, t) -> jax.Array:
+  """The PRNG key of pass t."""
+  return jax.random.fold_in(rng, t)
+
+
+def run_pass(model, params, cfg, question, inputs, t, key, latent, sel_params):
+  """Steps 2-5 for one pass.
+
+  Args:
+    model: the Refiner.
+    params: its parameters.
+    cfg: the SamplingConfig.
+    question: int32 [B, Lq].
+    inputs: (q_emb, q_valid, prev_emb, prev_valid, slots, slots0).
+    t: the pass (an int, or a traced int32 [] in the extra passes).
+    key: PRNG key of the pass.
+    latent: whether the pass is latent (static).
+    sel_params: parameters of the selection, if it has any.
+
+  Returns:
+    A PassOutput.
+  """
+  apply = functools.partial(model.apply, {"params": params})
+  pass_index = jnp.minimum(t, cfg.final_trained_pass)
+  memory, mask, h_draft, slots = apply(
+    *inputs[:5], pass_index, method="encode_pass"
+  )
+  if model.cfg.carry == "none":
+    slots = inputs[5]  # as in training: every pass restarts from z_{-1}
+  b, ld, n = question.shape[0], cfg.max_draft_len, cfg.num_samples
+  if latent:
+    emb, valid = apply(h_draft, method="latent_draft")
+    pad = jnp.full((b, ld), PAD_ID, jnp.int32)
+    return PassOutput(pad, jnp.zeros((b,)), slots, emb, valid)
+  s = decode(model, params, memory, mask, cfg, key, n)
+  cands = Candidates(
+    question, s.tokens.reshape(b, n, ld), s.logprob.reshape(b, n), t
+  )
+  draft, logprob = select(cands, SELECTIONS[cfg.selection](cands, sel_params))
+  emb, valid = apply(draft, method="embed_draft")
+  return PassOutput(draft, logprob, slots, emb, valid)
+
+
+@flax.struct.dataclass
+class RefineResult:
+  """The drafts of every pass.
+
+  Rows past `num_passes_run` (extra passes never run) repeat the final draft,
+  the convention of the data pipeline for converged trajectories.
+  """
+
+  drafts: jax.Array  # int32 [B, T', Ld], T' = num_passes + extra_passes
+  scores: jax.Array  # float32 [B, T'], log-likelihood of each pass's draft
+  num_passes_run: jax.Array  # int32 [], passes run including extra ones
+
+  @property
+  def final(self) -> jax.Array:
+    """The final draft [B, Ld]."""
+    return self.drafts[:, -1]
+
+
+@flax.struct.dataclass
+class FixedPointState:
+  """The loop state of the extra passes (step 6)."""
+
+  drafts: jax.Array  # int32 [B, T', Ld]
+  scores: jax.Array  # float32 [B, T']
+  slots: jax.Array  # [B, M, D]
+  done: jax.Array  # bool [B], the row's draft is a fixed point
+  k: jax.Array  # int32 [], extra passes run
+
+  @classmethod
+  def make(cls, drafts, scores, slots, extra: int):
+    b = drafts.shape[0]
+    return cls(
+      drafts=jnp.pad(drafts, ((0, 0), (0, extra), (0, 0))),
+      scores=jnp.pad(scores, ((0, 0), (0, extra))),
+      slots=slots,
+      done=jnp.zeros((b,), bool),
+      k=jnp.zeros((), jnp.int32),
+    )
+
+
+def _extra_passes(pass_fn, cfg, state: FixedPointState) -> FixedPointState:
+  """Step 6: re-applies the final pass until a fixed point, row by row."""
+
+  def body(s: FixedPointState) -> FixedPointState:
+    t = cfg.passes + s.k
+    prev = jax.lax.dynamic_index_in_dim(s.drafts, t - 1, 1, False)
+    prev_score = jax.lax.dynamic_index_in_dim(s.scores, t - 1, 1, False)
+    out = pass_fn(prev, s.slots, t)
+    draft = jnp.where(s.done[:, None], prev, out.draft)
+    score = jnp.where(s.done, prev_score, out.logprob)
+    return s.replace(
+      drafts=jax.lax.dynamic_update_index_in_dim(s.drafts, draft, t, 1),
+      scores=jax.lax.dynamic_update_index_in_dim(s.scores, score, t, 1),
+      slots=jnp.where(s.done[:, None, None], s.slots, out.slots),
+      done=s.done | jnp.all(draft == prev, axis=-1),
+      k=s.k + 1,
+    )
+
+  def cond(s: FixedPointState):
+    return (s.k < cfg.extra_passes) & ~jnp.all(s.done)
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "cfg"))
+def refine(
+  model: Refiner,
+  params,
+  question: jax.Array,
+  cfg: SamplingConfig,
+  rng: jax.Array,
+  selection_params=None,
+) -> RefineResult:
+  """Writes the drafts of a batch of questions (see the module docstring).
+
+  Args:
+    model: the Refiner (static).
+    params: its parameters (unboxed).
+    question: int32 [B, Lq], PAD-padded.
+    cfg: the SamplingConfig (static).
+    rng: a PRNG key (unused when greedy).
+    selection_params: parameters of the selection (e.g. a PRM's), if any.
+
+  Returns:
+    A RefineResult.
+  """
+  apply = functools.partial(model.apply, {"params": params})
+  b, ld = question.shape[0], cfg.max_draft_len
+  q_emb, q_valid = apply(question, method="embed_question")
+  slots0 = apply(b, method="initial_slots")
+
+  def pass_fn(prev_input, slots, t, latent=False):
+    inputs = (q_emb, q_valid, *prev_input, slots, slots0)
+    args = (question, inputs, t, pass_key(rng, t), latent, selection_params)
+    return run_pass(model, params, cfg, *args)
+
+  def extra_pass_fn(prev, slots, t):
+    return pass_fn(apply(prev, method="embed_draft"), slots, t)
+
+  empty = jnp.full((b, ld), PAD_ID, jnp.int32)
+  prev_input, slots = apply(empty, method="embed_draft"), slots0
+  drafts, scores = [], []
+  # The passes are few and static (latent ones differ): a Python loop.
+  for t in range(cfg.passes):
+    out = pass_fn(prev_input, slots, t, t in cfg.latent_passes)
+    drafts.append(out.draft)
+    scores.append(out.logprob)
+    prev_input, slots = (out.next_emb, out.next_valid), out.slots
+  drafts, scores = jnp.stack(drafts, 1), jnp.stack(scores, 1)
+  run = jnp.asarray(cfg.passes, jnp.int32)
+  if cfg.extra_passes:
+    state = FixedPointState.make(drafts, scores, slots, cfg.extra_passes)
+    state = _extra_passes(extra_pass_fn, cfg, state)
+    run = run + state.k
+    final = jax.lax.dynamic_index_in_dim(state.drafts, run - 1, 1, False)
+    last = jax.lax.dynamic_index_in_dim(state.scores, run - 1, 1, False)
+    ran = jnp.arange(state.drafts.shape[1]) < run
+    drafts = jnp.where(ran[None, :, None], state.drafts, final[:, None])
+    scores = jnp.where(ran[None], state.scores, last[:, None])
+  return RefineResult(drafts=drafts, scores=scores, num_passes_run=run)
+
+
+def make_refine(model: Refiner, cfg: SamplingConfig):
+  """`refine` for one model and config: (params, question, rng) -> result."""
+  return lambda params, question, rng, selection_params=None: refine(
+    model, params, question, cfg, rng, selection_params
+  )
+
+
+def refine_nocache(model, params, question, cfg, rng, selection_params=None):
+  """`refine` recomputing the whole decoder prefix every token (reference)."""
+  cfg = dataclasses.replace(cfg, kv_cache=False)
+  return refine(model, params, question, cfg, rng, selection_params)
+
+
+# -- Text and answers ----------------------------------------------------------
+
+
+def decode_text(tokenizer, drafts) -> list[list[str]]:
+  """Drafts [B, T, Ld] of ids -> B lists of T strings (latent rows: "")."""
+  drafts = np.asarray(drafts)
+  return [[tokenizer.decode(row) for row in example] for example in drafts]
+
+
+def majority_vote(answers: Sequence[Sequence[str | None]]) -> list[str | None]:
+  """Self-consistency: the most common answer per example.
+
+  Args:
+    answers: per example, the final answers of its k samples; None for a
+      sample whose answer could not be extracted (it gets no vote).
+
+  Returns:
+    Per example, the answer with the most votes (ties go to the one seen
+    first), or None when no sample has an answer.
+  """
+  out = []
+  for votes in answers:
+    counts = collections.Counter(a for a in votes if a is not None)
+    # Counter keeps first-seen order, and max returns the first maximum.
+    out.append(max(counts, key=counts.__getitem__) if counts else None)
+  return out

@@ -1,0 +1,100 @@
+"""Base config: every field of every group, with its default.
+
+Experiment files import `get_config()` from here and override only what
+differs. Do not launch this file directly; see experiments/multiplication.py.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The defaults shared by every experiment."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameters, noise and the generated data stream.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.task = "multiplication_4x4"  # Task name (data_pipelines.tasks).
+  c.data.scheme = ""  # Coarsening scheme; "" = the task's default.
+  # "generator": stream a generated task (no files); "prepared": read a
+  # dataset made by `python -m data_pipelines.prepare` from `data_dir`.
+  c.data.source = "generator"
+  c.data.data_dir = ""  # Prepared datasets root (source=prepared).
+  c.data.max_question_len = 0  # Lq; 0 = from the data.
+  c.data.max_draft_len = 0  # Ld incl. EOS; 0 = from the data.
+  c.data.max_drafts = 0  # T; 0 = from the data.
+  c.data.overlength = "truncate"  # "truncate" (and count) or "reject".
+  # Generated trajectories the char tokenizer is trained on (generator).
+  c.data.tokenizer_examples = 2000
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "refiner"  # Model registry name (bottomup.models).
+  c.model.d_model = 128  # Width of every block.
+  c.model.num_heads = 4  # Attention heads (head dim = d_model / heads).
+  c.model.mlp_dim = 512  # MLP hidden width.
+  c.model.mlp_kind = "gelu"  # "gelu" or "swiglu".
+  c.model.num_encoder_layers = 4  # Deep bidirectional encoder.
+  c.model.num_decoder_layers = 1  # Shallow causal decoder.
+  c.model.num_slots = 8  # M latent slots carried from pass to pass.
+  c.model.carry = "slots"  # "slots" or "none" (ablation).
+  c.model.max_passes = 16  # Pass embeddings (extra passes reuse the last).
+  c.model.max_places = 32  # Place-value embedding size (digit positions).
+  c.model.compute_dtype = "bfloat16"  # Matmul inputs; accumulation is f32.
+  c.model.remat = True  # Rematerialize each pass in the backward pass.
+  c.model.bptt_truncate = 0  # Stop gradients through the carry every k.
+  c.model.corrupt_prob = 0.0  # Token substitution noise on d_{t-1}.
+  c.model.self_feed_prob = 0.0  # Feed the model's own d_{t-1} w.p. p.
+  c.model.latent_passes = 0  # The first k passes write no tokens.
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 3e-3  # Peak learning rate.
+  c.optim.warmup_steps = 100  # Linear warmup.
+  c.optim.final_lr_frac = 0.05  # Cosine decays to this fraction of peak.
+  c.optim.b1 = 0.9  # Adam beta1.
+  c.optim.b2 = 0.98  # Adam beta2.
+  c.optim.eps = 1e-8  # Adam epsilon.
+  c.optim.weight_decay = 0.01  # AdamW decay (matrices only).
+  c.optim.grad_clip_norm = 1.0  # Global-norm clipping.
+  c.optim.grad_accum_steps = 1  # Micro-batches per optimizer update.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128  # Global batch (all processes together).
+  c.train.num_steps = 2000  # Training steps.
+  c.train.log_every = 50  # Metrics (and the NaN check) every k steps.
+  c.train.checkpoint_every = 250  # Checkpoint interval in steps.
+  c.train.keep_checkpoints = 2  # Checkpoints kept on disk.
+  c.train.async_checkpoint = True  # Write checkpoints in the background.
+  c.train.pass_weights = ()  # Loss weight per pass; () = all 1.
+  # Latent curriculum: one more pass turns latent every k steps, up to
+  # model.latent_passes (0 = all latent passes from the start).
+  c.train.latent_curriculum_steps = 0
+  c.train.progress_bar = True  # One-line progress on local runs.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 500  # Periodic eval on the valid split.
+  c.eval.num_examples = 512  # Valid problems per periodic eval.
+  c.eval.batch_size = 256  # Problems per sampler call.
+  c.eval.final_split = "test"  # Split of the final eval (never tuned on).
+  c.eval.final_num_examples = 1000  # Problems in the final eval.
+  c.eval.show_trajectories = 1  # Sample trajectories printed at the end.
+
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.temperature = 0.0  # 0 = greedy.
+  c.sampling.top_k = 0  # 0 = off.
+  c.sampling.top_p = 1.0  # 1 = off.
+  c.sampling.num_samples = 1  # Samples per pass, best kept by likelihood.
+  c.sampling.extra_passes = 0  # Re-apply the last pass up to k times.
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest.
+  # Logical axis -> mesh axes.
+  c.mesh.rules = (
+      ("batch", ("data", "fsdp")),
+      ("length", None),
+      ("embed", "fsdp"),
+      ("embed_out", None),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv", None),
+      ("vocab", "tensor"),
+  )
+  return c
