@@ -27,7 +27,7 @@ from bottomup import datasets, flops, sharding, steps, train
 from bottomup.models import get_model
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/multiplication.py:cpu", "Experiment file."
+  "config", "experiments/multiplication.py:cpu", "Experiment file."
 )
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per dtype.")
 _PEAK_N = flags.DEFINE_integer("peak_n", 1536, "Matmul size for the peak.")
@@ -38,7 +38,7 @@ def matmul_peak(n: int, dtype, reps: int = 10) -> float:
   a = jnp.ones((n, n), dtype)
   b = jnp.ones((n, n), dtype)
   f = jax.jit(
-      lambda a, b: jax.lax.dot(a, b, preferred_element_type=jnp.float32)
+    lambda a, b: jax.lax.dot(a, b, preferred_element_type=jnp.float32)
   )
   f(a, b).block_until_ready()
   best = float("inf")
@@ -56,7 +56,7 @@ def time_train_step(config, compute_dtype: str, num_steps: int) -> dict:
   with tempfile.TemporaryDirectory() as workdir:
     data = datasets.build(config, workdir)
   model = get_model(
-      config.model, data.tokenizer.vocab_size, data.tokenizer.digit_ids
+    config.model, data.tokenizer.vocab_size, data.tokenizer.digit_ids
   )
   mesh = sharding.make_mesh(config.mesh)
   with jax.set_mesh(mesh):
@@ -64,7 +64,7 @@ def time_train_step(config, compute_dtype: str, num_steps: int) -> dict:
     state = init(rng)
     n_params = train.num_params(state.params)
     step_fn = steps.make_train_step(
-        model, train.pass_weights(config, data.shapes.max_drafts)
+      model, train.pass_weights(config, data.shapes.max_drafts)
     )
     latent = np.zeros((data.shapes.max_drafts,), bool)
     stream = data.train_stream(config.train.batch_size)
@@ -83,14 +83,14 @@ def time_train_step(config, compute_dtype: str, num_steps: int) -> dict:
   b = batches[0]["drafts"]
   target_tokens = int((b != 0).sum())
   return dict(
-      dtype=compute_dtype,
-      params=n_params,
-      step_s=dt,
-      tokens_per_s=target_tokens / dt,
-      examples_per_s=b.shape[0] / dt,
-      model_gflop_per_step=model_flops / 1e9,
-      model_gflops=model_flops / dt / 1e9,
-      compile_s=compile_s,
+    dtype=compute_dtype,
+    params=n_params,
+    step_s=dt,
+    tokens_per_s=target_tokens / dt,
+    examples_per_s=b.shape[0] / dt,
+    model_gflop_per_step=model_flops / 1e9,
+    model_gflops=model_flops / dt / 1e9,
+    compile_s=compile_s,
   )
 
 
@@ -101,32 +101,33 @@ def main(argv):
   peak32 = matmul_peak(_PEAK_N.value, jnp.float32)
   peak16 = matmul_peak(_PEAK_N.value, jnp.bfloat16)
   print(
-      f"matmul peak ({_PEAK_N.value}^3): float32 {peak32:.1f} GFLOP/s, "
-      f"bf16->f32 {peak16:.1f} GFLOP/s"
+    f"matmul peak ({_PEAK_N.value}^3): float32 {peak32:.1f} GFLOP/s, "
+    f"bf16->f32 {peak16:.1f} GFLOP/s"
   )
-  rows = [time_train_step(config, d, _STEPS.value)
-          for d in ("float32", "bfloat16")]
+  rows = [
+    time_train_step(config, d, _STEPS.value) for d in ("float32", "bfloat16")
+  ]
   print(
-      f"\nconfig: {config.data.task} d={config.model.d_model} "
-      f"enc={config.model.num_encoder_layers} "
-      f"dec={config.model.num_decoder_layers} batch={config.train.batch_size}"
-      f" remat={config.model.remat}"
+    f"\nconfig: {config.data.task} d={config.model.d_model} "
+    f"enc={config.model.num_encoder_layers} "
+    f"dec={config.model.num_decoder_layers} batch={config.train.batch_size}"
+    f" remat={config.model.remat}"
   )
   print(
-      f"{'dtype':9} {'params':>9} {'step s':>7} {'tok/s':>9} {'ex/s':>7} "
-      f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'MFU/f32':>8} {'MFU/own':>8}"
+    f"{'dtype':9} {'params':>9} {'step s':>7} {'tok/s':>9} {'ex/s':>7} "
+    f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'MFU/f32':>8} {'MFU/own':>8}"
   )
   for r in rows:
     own = peak32 if r["dtype"] == "float32" else peak16
     print(
-        f"{r['dtype']:9} {r['params']:>9,} {r['step_s']:7.3f} "
-        f"{r['tokens_per_s']:9.0f} {r['examples_per_s']:7.1f} "
-        f"{r['model_gflop_per_step']:10.2f} {r['model_gflops']:8.1f} "
-        f"{r['model_gflops'] / peak32:8.1%} {r['model_gflops'] / own:8.1%}"
+      f"{r['dtype']:9} {r['params']:>9,} {r['step_s']:7.3f} "
+      f"{r['tokens_per_s']:9.0f} {r['examples_per_s']:7.1f} "
+      f"{r['model_gflop_per_step']:10.2f} {r['model_gflops']:8.1f} "
+      f"{r['model_gflops'] / peak32:8.1%} {r['model_gflops'] / own:8.1%}"
     )
   print(
-      f"\nbf16 / float32 tokens/s: "
-      f"{rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x"
+    f"\nbf16 / float32 tokens/s: "
+    f"{rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x"
   )
 
 

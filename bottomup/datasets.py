@@ -39,30 +39,30 @@ class Data:
       raise ValueError(f"batch {batch_size} not divisible by {n_proc} hosts")
     if self.cfg.source == "generator":
       return batching.GeneratorStream(
-          self.task,
-          self.tokenizer,
-          self.shapes,
-          batch_size=batch_size // n_proc,
-          seed=self.seed,
-          scheme=self.scheme,
-          process_index=jax.process_index(),
-          process_count=n_proc,
-          overlength=self.cfg.overlength,
-          start_step=start_step,
+        self.task,
+        self.tokenizer,
+        self.shapes,
+        batch_size=batch_size // n_proc,
+        seed=self.seed,
+        scheme=self.scheme,
+        process_index=jax.process_index(),
+        process_count=n_proc,
+        overlength=self.cfg.overlength,
+        start_step=start_step,
       )
     from data_pipelines import input_pipeline
 
     return input_pipeline.make_train_iterator(
-        self.cfg.data_dir,
-        self.task.name,
-        batch_size=batch_size // n_proc,
-        shapes=self.shapes,
-        seed=self.seed,
-        process_index=jax.process_index(),
-        process_count=n_proc,
-        scheme=self.scheme,
-        overlength=self.cfg.overlength,
-        start_step=start_step,
+      self.cfg.data_dir,
+      self.task.name,
+      batch_size=batch_size // n_proc,
+      shapes=self.shapes,
+      seed=self.seed,
+      process_index=jax.process_index(),
+      process_count=n_proc,
+      scheme=self.scheme,
+      overlength=self.cfg.overlength,
+      start_step=start_step,
     )
 
   def trajectories(self, split: str, num: int) -> list[Trajectory]:
@@ -70,21 +70,21 @@ class Data:
     if self.cfg.source == "generator":
       # A seed that differs from training's; splits are disjoint anyway.
       return list(
-          self.task.trajectories(
-              split, scheme=self.scheme, num=num, seed=self.seed + 1
-          )
+        self.task.trajectories(
+          split, scheme=self.scheme, num=num, seed=self.seed + 1
+        )
       )
     from data_pipelines import input_pipeline
 
     rows = input_pipeline.load_split(
-        self.cfg.data_dir, self.task.name, split, scheme=self.scheme
+      self.cfg.data_dir, self.task.name, split, scheme=self.scheme
     )
     return _decode_split(rows, self.tokenizer, self.task.name, num)
 
   def encode(self, trajs):
     """A numpy batch of `trajs` at the training shapes (counts over-length)."""
     return batching.encode_trajectories(
-        trajs, self.tokenizer, self.shapes, "truncate"
+      trajs, self.tokenizer, self.shapes, "truncate"
     )
 
 
@@ -92,14 +92,22 @@ def _decode_split(rows, tokenizer, task_name, num) -> list[Trajectory]:
   """Trajectories back from a pre-tokenized split (decoding is exact)."""
   out = []
   for i in range(min(num, len(rows))):
-    q = rows.question_tokens[rows.question_offsets[i] : rows.question_offsets[i + 1]]
+    q = rows.question_tokens[
+      rows.question_offsets[i] : rows.question_offsets[i + 1]
+    ]
     drafts = []
     for r in range(rows.level_offsets[i], rows.level_offsets[i + 1]):
       lo, hi = rows.draft_offsets[r], rows.draft_offsets[r + 1]
       drafts.append(tokenizer.decode(rows.draft_tokens[lo:hi]))
-    out.append(Trajectory(id=rows.ids[i], task=task_name,
-                          question=tokenizer.decode(q), drafts=drafts,
-                          answer=rows.answers[i]))
+    out.append(
+      Trajectory(
+        id=rows.ids[i],
+        task=task_name,
+        question=tokenizer.decode(q),
+        drafts=drafts,
+        answer=rows.answers[i],
+      )
+    )
   return out
 
 
@@ -107,9 +115,9 @@ def _auto_shapes(cfg, tokenizer, sample: list[Trajectory]) -> batching.Shapes:
   q = tokenizer.encode_many([t.question for t in sample])
   d = tokenizer.encode_many([x for t in sample for x in t.drafts])
   return batching.Shapes(
-      max_question_len=cfg.max_question_len or max(map(len, q)),
-      max_draft_len=cfg.max_draft_len or max(map(len, d)) + 1,
-      max_drafts=cfg.max_drafts or max(len(t.drafts) for t in sample),
+    max_question_len=cfg.max_question_len or max(map(len, q)),
+    max_draft_len=cfg.max_draft_len or max(map(len, d)) + 1,
+    max_drafts=cfg.max_drafts or max(len(t.drafts) for t in sample),
   )
 
 
@@ -121,14 +129,16 @@ def build(config: ml_collections.ConfigDict, workdir) -> Data:
   spm_path = pathlib.Path(workdir) / tok_lib.MODEL_FILE
   if cfg.source == "generator":
     sample = list(
-        task.trajectories(
-            "train", scheme=scheme, num=cfg.tokenizer_examples, seed=config.seed
-        )
+      task.trajectories(
+        "train", scheme=scheme, num=cfg.tokenizer_examples, seed=config.seed
+      )
     )
     if spm_path.exists():
       tokenizer = tok_lib.Tokenizer.load(spm_path)
     else:
-      texts = [t.question for t in sample] + [x for t in sample for x in t.drafts]
+      texts = [t.question for t in sample] + [
+        x for t in sample for x in t.drafts
+      ]
       tokenizer = tok_lib.Tokenizer.train(texts, model_type="char")
       if jax.process_index() == 0:
         spm_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,17 +150,17 @@ def build(config: ml_collections.ConfigDict, workdir) -> Data:
     tokenizer = tok_lib.Tokenizer.load(path)
     stats = json.loads((path / builders.STATS_FILE).read_text())
     suggested = stats["suggested_shapes"]
-    rows = input_pipeline.load_split(cfg.data_dir, task.name, "train",
-                                     scheme=scheme)
+    rows = input_pipeline.load_split(
+      cfg.data_dir, task.name, "train", scheme=scheme
+    )
     sample = _decode_split(rows, tokenizer, task.name, cfg.tokenizer_examples)
     if jax.process_index() == 0:
       spm_path.parent.mkdir(parents=True, exist_ok=True)
       tokenizer.save(spm_path)
     shapes = batching.Shapes(
-        max_question_len=cfg.max_question_len
-        or suggested["max_question_len"],
-        max_draft_len=cfg.max_draft_len or suggested["max_draft_len"],
-        max_drafts=cfg.max_drafts or suggested["max_drafts"],
+      max_question_len=cfg.max_question_len or suggested["max_question_len"],
+      max_draft_len=cfg.max_draft_len or suggested["max_draft_len"],
+      max_drafts=cfg.max_drafts or suggested["max_drafts"],
     )
     return Data(task, scheme, tokenizer, shapes, cfg, config.seed)
   else:

@@ -13,12 +13,12 @@ teacher-forced loss per pass.
 from __future__ import annotations
 
 import pathlib
-from absl import app
 import sys
 import time
 
 import jax
 import numpy as np
+from absl import app
 
 from bottomup import sampling, steps
 from data_pipelines.trajectory import Trajectory
@@ -33,22 +33,22 @@ class Evaluator:
     from bottomup import train  # local: train imports this module
 
     self.latent = train.latent_mask(
-        config, config.train.num_steps, shapes.max_drafts
+      config, config.train.num_steps, shapes.max_drafts
     )
     s = config.sampling
     self.sampling_cfg = sampling.SamplingConfig(
-        trained_passes=shapes.max_drafts,
-        extra_passes=s.extra_passes,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        top_p=s.top_p,
-        num_samples=s.num_samples,
-        max_draft_len=shapes.max_draft_len,
-        latent=tuple(bool(x) for x in self.latent),
+      trained_passes=shapes.max_drafts,
+      extra_passes=s.extra_passes,
+      temperature=s.temperature,
+      top_k=s.top_k,
+      top_p=s.top_p,
+      num_samples=s.num_samples,
+      max_draft_len=shapes.max_draft_len,
+      latent=tuple(bool(x) for x in self.latent),
     )
     self._refine = sampling.make_refine(model, self.sampling_cfg)
     self._eval_step = jax.jit(
-        steps.make_eval_step(model, train.pass_weights(config, shapes.max_drafts))
+      steps.make_eval_step(model, train.pass_weights(config, shapes.max_drafts))
     )
 
   def run(self, params, split: str, num: int, show: int = 0, trajs=None):
@@ -72,8 +72,8 @@ class Evaluator:
       pad = bs - len(chunk["question"])
       if pad:  # fixed shapes: one compilation for every chunk
         chunk = {
-            k: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
-            for k, v in chunk.items()
+          k: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
+          for k, v in chunk.items()
         }
         # Padding rows have no written passes, so they add nothing below.
         chunk["num_drafts"][bs - pad :] = 0
@@ -98,21 +98,28 @@ class Evaluator:
         per_pass[t] += drafts[t] == ref
         per_pass_n[t] += 1
       if len(samples) < show:
-        samples.append(dict(id=traj.id, question=traj.question,
-                            drafts=drafts, answer=traj.answer, correct=ok))
+        samples.append(
+          dict(
+            id=traj.id,
+            question=traj.question,
+            drafts=drafts,
+            answer=traj.answer,
+            correct=ok,
+          )
+        )
     tf = steps.summarize(tf_sums) if tf_sums is not None else {}
     return dict(
-        accuracy=float(np.mean(correct)) if correct else 0.0,
-        num_examples=n,
-        num_correct=int(np.sum(correct)),
-        per_pass_exact_match=[
-            round(float(a / b), 4) if b else None
-            for a, b in zip(per_pass, per_pass_n)
-        ],
-        teacher_forced={k: round(v, 5) for k, v in tf.items()},
-        overlength=counts.total(),
-        problems_per_second=round(n / max(seconds, 1e-9), 1),
-        samples=samples,
+      accuracy=float(np.mean(correct)) if correct else 0.0,
+      num_examples=n,
+      num_correct=int(np.sum(correct)),
+      per_pass_exact_match=[
+        round(float(a / b), 4) if b else None
+        for a, b in zip(per_pass, per_pass_n)
+      ],
+      teacher_forced={k: round(v, 5) for k, v in tf.items()},
+      overlength=counts.total(),
+      problems_per_second=round(n / max(seconds, 1e-9), 1),
+      samples=samples,
     )
 
   def report(self, results: dict, timing: dict | None = None) -> None:
@@ -120,10 +127,10 @@ class Evaluator:
     task = self.data.task
     fmt_q = getattr(task, "format_question", lambda q: q)
     print(
-        f"\n{results.get('task', task.name)}: accuracy "
-        f"{results['accuracy']:.4f} ({results['num_correct']}/"
-        f"{results['num_examples']}) on held-out problems; per-pass exact "
-        f"match {results['per_pass_exact_match']}"
+      f"\n{results.get('task', task.name)}: accuracy "
+      f"{results['accuracy']:.4f} ({results['num_correct']}/"
+      f"{results['num_examples']}) on held-out problems; per-pass exact "
+      f"match {results['per_pass_exact_match']}"
     )
     if timing:
       print(f"timing: {timing}")
@@ -168,22 +175,26 @@ def restore_run(workdir, sampling_overrides: dict | None = None):
       config.sampling[k] = v
   config.lock()
   data = datasets.build(config, workdir)
-  model = get_model(config.model, data.tokenizer.vocab_size,
-                    data.tokenizer.digit_ids)
+  model = get_model(
+    config.model, data.tokenizer.vocab_size, data.tokenizer.digit_ids
+  )
   mesh = sharding.make_mesh(config.mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
     init, rng, state_sharding = train.init_state(
-        config, model, data.shapes, mesh
+      config, model, data.shapes, mesh
     )
     ckpt = checkpoint.Checkpointer(
-        workdir / "checkpoints", save_interval_steps=1, max_to_keep=1,
-        read_only=True,
+      workdir / "checkpoints",
+      save_interval_steps=1,
+      max_to_keep=1,
+      read_only=True,
     )
     step = ckpt.latest_step()
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
-    abstract = checkpoint.abstract_like(jax.eval_shape(init, rng),
-                                        state_sharding)
+    abstract = checkpoint.abstract_like(
+      jax.eval_shape(init, rng), state_sharding
+    )
     state, _ = ckpt.restore(step, abstract)
     ckpt.close()
   return config, data, model, mesh, state.params, step
@@ -200,9 +211,14 @@ def main(argv):
   if f.split and f.eval_file:
     raise app.UsageError("give --split or --eval_file, not both")
   config, data, model, mesh, params, step = restore_run(
-      f.workdir,
-      dict(temperature=f.temperature, num_samples=f.num_samples,
-           extra_passes=f.extra_passes, top_k=f.top_k, top_p=f.top_p),
+    f.workdir,
+    dict(
+      temperature=f.temperature,
+      num_samples=f.num_samples,
+      extra_passes=f.extra_passes,
+      top_k=f.top_k,
+      top_p=f.top_p,
+    ),
   )
   split = f.split or config.eval.final_split
   if f.eval_file:
@@ -215,8 +231,9 @@ def main(argv):
     source = split
   evaluator = Evaluator(config, data, model, mesh)
   results = evaluator.score(params, trajs, show=f.show)
-  results.update(step=step, source=str(source), task=data.task.name,
-                 model=config.model.name)
+  results.update(
+    step=step, source=str(source), task=data.task.name, model=config.model.name
+  )
   evaluator.report(results)
   if f.output:
     metrics.write_json(f.output, results)

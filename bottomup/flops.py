@@ -21,10 +21,10 @@ def _dot_flops(eqn) -> int:
   contract = math.prod(lhs.shape[d] for d in lc)
   batch = math.prod(lhs.shape[d] for d in lb)
   lhs_free = math.prod(
-      s for d, s in enumerate(lhs.shape) if d not in lc and d not in lb
+    s for d, s in enumerate(lhs.shape) if d not in lc and d not in lb
   )
   rhs_free = math.prod(
-      s for d, s in enumerate(rhs.shape) if d not in rc and d not in rb
+    s for d, s in enumerate(rhs.shape) if d not in rc and d not in rb
   )
   return 2 * batch * lhs_free * rhs_free * contract
 

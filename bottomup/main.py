@@ -12,11 +12,13 @@ from ml_collections import config_flags
 from bottomup import train
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment file, e.g. experiments/multiplication.py:smoke",
-    lock_config=True,
+  "config",
+  None,
+  "Experiment file, e.g. experiments/multiplication.py:smoke",
+  lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Checkpoints, metrics and results go here."
+  "workdir", None, "Checkpoints, metrics and results go here."
 )
 flags.mark_flags_as_required(["config", "workdir"])
 

@@ -78,6 +78,8 @@ class MetricWriter:
     self._writer.write_scalars(step, values)
     if self._jsonl is not None:
       self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
+      # Flushed per write (rare) so that a live run can be followed.
+      self._jsonl.flush()
 
   def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
     """Writes text summaries (e.g. decoded samples) for `step`.

@@ -1,6 +1,6 @@
 """Solve one question and print every draft, coarse to fine.
 
-    python -m bottomup.sample --workdir=DIR --question="1234*5678"
+python -m bottomup.sample --workdir=DIR --question="1234*5678"
 """
 
 import jax
@@ -21,8 +21,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config, data, model, _, params, step = evaluate.restore_run(
-      _WORKDIR.value,
-      dict(temperature=_TEMPERATURE.value, extra_passes=_EXTRA.value),
+    _WORKDIR.value,
+    dict(temperature=_TEMPERATURE.value, extra_passes=_EXTRA.value),
   )
   task = data.task
   try:

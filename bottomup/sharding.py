@@ -29,8 +29,8 @@ def mesh_shape(dims, num_devices: int) -> tuple[int, ...]:
     dims[dims.index(-1)] = num_devices // known
   if math.prod(dims) != num_devices:
     raise ValueError(
-        f"mesh {dict(zip(AXES, dims))} needs {math.prod(dims)} devices, "
-        f"have {num_devices}"
+      f"mesh {dict(zip(AXES, dims))} needs {math.prod(dims)} devices, "
+      f"have {num_devices}"
     )
   return tuple(dims)
 
@@ -40,10 +40,10 @@ def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
   devices = devices if devices is not None else jax.devices()
   shape = mesh_shape(mesh_cfg.shape, len(devices))
   return jax.make_mesh(
-      shape,
-      AXES,
-      axis_types=(jax.sharding.AxisType.Auto,) * len(AXES),
-      devices=devices,
+    shape,
+    AXES,
+    axis_types=(jax.sharding.AxisType.Auto,) * len(AXES),
+    devices=devices,
   )
 
 
@@ -76,6 +76,6 @@ def put_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   """Host batch (this process's rows) -> global device arrays."""
   sharding = batch_sharding(mesh)
   return {
-      k: jax.make_array_from_process_local_data(sharding, v)
-      for k, v in batch.items()
+    k: jax.make_array_from_process_local_data(sharding, v)
+    for k, v in batch.items()
   }

@@ -49,11 +49,11 @@ def pass_loss(logits, drafts, num_drafts, latent, pass_weights):
   correct = (jnp.argmax(logits, -1) == drafts).astype(jnp.float32) * mask
   seq_ok = jnp.all((correct == mask), axis=2) & (mask.sum(2) > 0)  # [B, T]
   metrics = dict(
-      ce_sum=ce.sum((0, 2)),
-      tokens=mask.sum((0, 2)),
-      correct=correct.sum((0, 2)),
-      seq_correct=seq_ok.sum(0).astype(jnp.float32),
-      seqs=(mask.sum(2) > 0).sum(0).astype(jnp.float32),
+    ce_sum=ce.sum((0, 2)),
+    tokens=mask.sum((0, 2)),
+    correct=correct.sum((0, 2)),
+    seq_correct=seq_ok.sum(0).astype(jnp.float32),
+    seqs=(mask.sum(2) > 0).sum(0).astype(jnp.float32),
   )
   return loss, metrics
 
@@ -67,30 +67,30 @@ def make_train_step(model, pass_weights):
 
     def loss_fn(params):
       logits = model.apply(
-          {"params": params},
-          batch["question"],
-          batch["drafts"],
-          batch["num_drafts"],
-          latent,
-          train=True,
-          rngs={"noise": noise_rng},
+        {"params": params},
+        batch["question"],
+        batch["drafts"],
+        batch["num_drafts"],
+        latent,
+        train=True,
+        rngs={"noise": noise_rng},
       )
       return pass_loss(
-          logits,
-          batch["drafts"],
-          batch["num_drafts"],
-          latent,
-          pass_weights[: batch["drafts"].shape[1]],
+        logits,
+        batch["drafts"],
+        batch["num_drafts"],
+        latent,
+        pass_weights[: batch["drafts"].shape[1]],
       )
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params
+      state.params
     )
     state = state.apply_gradients(grads).replace(rng=rng)
     metrics = dict(
-        metrics,
-        loss=loss,
-        grad_norm=optax.global_norm(grads),
+      metrics,
+      loss=loss,
+      grad_norm=optax.global_norm(grads),
     )
     return state, metrics
 
@@ -103,19 +103,19 @@ def make_eval_step(model, pass_weights):
 
   def eval_step(params, batch, latent):
     logits = model.apply(
-        {"params": params},
-        batch["question"],
-        batch["drafts"],
-        batch["num_drafts"],
-        latent,
-        train=False,
+      {"params": params},
+      batch["question"],
+      batch["drafts"],
+      batch["num_drafts"],
+      latent,
+      train=False,
     )
     loss, metrics = pass_loss(
-        logits,
-        batch["drafts"],
-        batch["num_drafts"],
-        latent,
-        pass_weights[: batch["drafts"].shape[1]],
+      logits,
+      batch["drafts"],
+      batch["num_drafts"],
+      latent,
+      pass_weights[: batch["drafts"].shape[1]],
     )
     return dict(metrics, loss=loss)
 
@@ -133,7 +133,7 @@ def summarize(metrics: dict[str, Any]) -> dict[str, float]:
     out[f"loss_pass{t}"] = float(metrics["ce_sum"][t]) / tok
     out[f"token_acc_pass{t}"] = float(metrics["correct"][t]) / tok
     out[f"seq_acc_pass{t}"] = float(metrics["seq_correct"][t]) / max(
-        float(metrics["seqs"][t]), 1.0
+      float(metrics["seqs"][t]), 1.0
     )
   for k in ("loss", "grad_norm"):
     if k in metrics:

@@ -21,13 +21,19 @@ import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from bottomup import checkpoint, datasets, evaluate, metrics, optim, sharding
-from bottomup import steps
+from bottomup import (
+  checkpoint,
+  datasets,
+  evaluate,
+  metrics,
+  optim,
+  sharding,
+  steps,
+)
 from bottomup.models import get_model
 from bottomup.train_state import TrainState
 
@@ -55,11 +61,11 @@ def pass_weights(config, num_passes: int) -> np.ndarray:
 
 def dummy_batch(shapes, batch: int = 1) -> dict[str, np.ndarray]:
   return {
-      "question": np.zeros((batch, shapes.max_question_len), np.int32),
-      "drafts": np.zeros(
-          (batch, shapes.max_drafts, shapes.max_draft_len), np.int32
-      ),
-      "num_drafts": np.ones((batch,), np.int32),
+    "question": np.zeros((batch, shapes.max_question_len), np.int32),
+    "drafts": np.zeros(
+      (batch, shapes.max_drafts, shapes.max_draft_len), np.int32
+    ),
+    "num_drafts": np.ones((batch,), np.int32),
   }
 
 
@@ -71,10 +77,10 @@ def make_state_factory(config, model, shapes):
   def init_boxed(rng):
     params_rng, state_rng = jax.random.split(rng)
     variables = model.init(
-        {"params": params_rng},
-        batch["question"],
-        batch["drafts"],
-        batch["num_drafts"],
+      {"params": params_rng},
+      batch["question"],
+      batch["drafts"],
+      batch["num_drafts"],
     )
     return TrainState.create(variables["params"], tx, state_rng)
 
@@ -88,7 +94,7 @@ def init_state(config, model, shapes, mesh):
   abstract_boxed = jax.eval_shape(init_boxed, rng)
   state_sharding = sharding.logical_shardings(abstract_boxed, mesh, config.mesh)
   init = jax.jit(
-      lambda r: nn.meta.unbox(init_boxed(r)), out_shardings=state_sharding
+    lambda r: nn.meta.unbox(init_boxed(r)), out_shardings=state_sharding
   )
   return init, rng, state_sharding
 
@@ -97,13 +103,16 @@ def num_params(params) -> int:
   return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
-def _check_finite(m: dict, step: int, ckpt_step) -> None:
+def _check_finite(m: dict, step: int, ckpt_step, ckpt) -> None:
   loss, gnorm = float(m["loss"]), float(m["grad_norm"])
   if not (math.isfinite(loss) and math.isfinite(gnorm)):
+    # The last good step may still be saving in the background: let it
+    # finish, or the checkpoint the message names would never exist.
+    ckpt.wait_until_finished()
     raise NonFiniteLossError(
-        f"loss={loss} grad_norm={gnorm} at step {step}: stopping without "
-        f"checkpointing this state (last checkpoint: step {ckpt_step}). "
-        "Lower optim.learning_rate or check the data."
+      f"loss={loss} grad_norm={gnorm} at step {step}: stopping without "
+      f"checkpointing this state (last checkpoint: step {ckpt_step}). "
+      "Lower optim.learning_rate or check the data."
     )
 
 
@@ -129,8 +138,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   # 1. Data.
   data = datasets.build(config, workdir)
   shapes = data.shapes
-  model = get_model(config.model, data.tokenizer.vocab_size,
-                    data.tokenizer.digit_ids)
+  model = get_model(
+    config.model, data.tokenizer.vocab_size, data.tokenizer.digit_ids
+  )
   weights = pass_weights(config, shapes.max_drafts)
 
   # 2. Mesh and sharded state.
@@ -139,16 +149,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     init, rng, state_sharding = init_state(config, model, shapes, mesh)
     ckpt = checkpoint.Checkpointer(
-        workdir / "checkpoints",
-        save_interval_steps=config.train.checkpoint_every,
-        max_to_keep=config.train.keep_checkpoints,
-        async_save=config.train.async_checkpoint,
+      workdir / "checkpoints",
+      save_interval_steps=config.train.checkpoint_every,
+      max_to_keep=config.train.keep_checkpoints,
+      async_save=config.train.async_checkpoint,
     )
     # 3. Restore or start.
     latest = ckpt.latest_step()
     if latest is not None:
       abstract = checkpoint.abstract_like(
-          jax.eval_shape(init, rng), state_sharding
+        jax.eval_shape(init, rng), state_sharding
       )
       state, data_state = ckpt.restore(latest, abstract)
       start = int(data_state["step"])
@@ -160,24 +170,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     stream = data.train_stream(config.train.batch_size, start_step=start)
     n_params = num_params(state.params)
     print(
-        f"{config.model.name}: {n_params:,} params; task {data.task.name} "
-        f"({data.scheme}); shapes {shapes}; mesh {dict(mesh.shape)}",
-        flush=True,
+      f"{config.model.name}: {n_params:,} params; task {data.task.name} "
+      f"({data.scheme}); shapes {shapes}; mesh {dict(mesh.shape)}",
+      flush=True,
     )
     batch_sh = {k: sharding.batch_sharding(mesh) for k in dummy_batch(shapes)}
     repl = sharding.replicated(mesh)
     train_step = jax.jit(
-        steps.make_train_step(model, weights),
-        in_shardings=(state_sharding, batch_sh, repl),
-        out_shardings=(state_sharding, repl),
-        donate_argnums=0,
+      steps.make_train_step(model, weights),
+      in_shardings=(state_sharding, batch_sh, repl),
+      out_shardings=(state_sharding, repl),
+      donate_argnums=0,
     )
     evaluator = evaluate.Evaluator(config, data, model, mesh)
     writer = metrics.MetricWriter(workdir)
     bar = metrics.ProgressBar(
-        config.train.num_steps,
-        start_step=start,
-        enabled=is_main and config.train.progress_bar,
+      config.train.num_steps,
+      start_step=start,
+      enabled=is_main and config.train.progress_bar,
     )
     if start == 0:
       writer.write_hparams(config.to_dict() | {"num_params": n_params})
@@ -193,13 +203,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         state, m = train_step(state, batch, latent)
         if step % config.train.log_every == 0 or step == config.train.num_steps:
           m = jax.device_get(m)
-          _check_finite(m, step, last_saved)
+          _check_finite(m, step, last_saved, ckpt)
           scalars = steps.summarize(m)
           scalars["steps_per_s"] = (step - start) / (time.time() - t0)
           writer.write_scalars(step, scalars)
           bar.update(step, {"loss": scalars["loss"]})
         if ckpt.should_save(step) or guard.requested:
-          _check_finite(jax.device_get(m), step, last_saved)
+          _check_finite(jax.device_get(m), step, last_saved, ckpt)
           if ckpt.save(step, state, stream.get_state(), force=guard.requested):
             last_saved = step
         if guard.requested:
@@ -207,13 +217,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
           ckpt.close()
           print(f"SIGTERM: saved step {step}; rerun to resume.", flush=True)
           return None
-        if step % config.eval.every_steps == 0 and step < config.train.num_steps:
+        if (
+          step % config.eval.every_steps == 0 and step < config.train.num_steps
+        ):
           train_time += time.time() - t0
           valid = evaluator.run(state.params, "valid", config.eval.num_examples)
-          writer.write_scalars(step, {f"valid/{k}": v for k, v in valid.items()
-                                      if isinstance(v, (int, float))})
-          print(f"step {step}: valid accuracy {valid['accuracy']:.4f}",
-                flush=True)
+          writer.write_scalars(
+            step,
+            {
+              f"valid/{k}": v
+              for k, v in valid.items()
+              if isinstance(v, (int, float))
+            },
+          )
+          print(
+            f"step {step}: valid accuracy {valid['accuracy']:.4f}", flush=True
+          )
           t0 = time.time()
       bar.close()
       train_time += time.time() - t0
@@ -225,29 +244,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     # 5. Final evaluation.
     t_eval = time.time()
     results = evaluator.run(
-        state.params,
-        config.eval.final_split,
-        config.eval.final_num_examples,
-        show=config.eval.show_trajectories,
+      state.params,
+      config.eval.final_split,
+      config.eval.final_num_examples,
+      show=config.eval.show_trajectories,
     )
   results.update(
-      step=final_step,
-      num_params=n_params,
-      task=data.task.name,
-      scheme=data.scheme,
-      model=config.model.name,
+    step=final_step,
+    num_params=n_params,
+    task=data.task.name,
+    scheme=data.scheme,
+    model=config.model.name,
   )
   # Timings differ between a resumed and an uninterrupted run, so they go
   # to their own file: eval_results.json depends on the computation only.
   timing = dict(
-      train_seconds_this_run=round(train_time, 1),
-      eval_seconds=round(time.time() - t_eval, 1),
-      wall_seconds_this_run=round(time.time() - t_start, 1),
-      resumed_from=latest,
+    train_seconds_this_run=round(train_time, 1),
+    eval_seconds=round(time.time() - t_eval, 1),
+    eval_problems_per_second=results.pop("problems_per_second"),
+    wall_seconds_this_run=round(time.time() - t_start, 1),
+    resumed_from=latest,
   )
   writer.write_scalars(
-      final_step,
-      {f"{config.eval.final_split}/accuracy": results["accuracy"]},
+    final_step,
+    {f"{config.eval.final_split}/accuracy": results["accuracy"]},
   )
   writer.close()
   ckpt.close()

@@ -29,17 +29,17 @@ class TrainState(flax.struct.PyTreeNode):
   @classmethod
   def create(cls, params, tx, rng) -> TrainState:
     return cls(
-        step=jax.numpy.zeros((), jax.numpy.int32),
-        params=params,
-        opt_state=tx.init(params),
-        rng=rng,
-        tx=tx,
+      step=jax.numpy.zeros((), jax.numpy.int32),
+      params=params,
+      opt_state=tx.init(params),
+      rng=rng,
+      tx=tx,
     )
 
   def apply_gradients(self, grads) -> TrainState:
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     return self.replace(
-        step=self.step + 1,
-        params=optax.apply_updates(self.params, updates),
-        opt_state=opt_state,
+      step=self.step + 1,
+      params=optax.apply_updates(self.params, updates),
+      opt_state=opt_state,
     )

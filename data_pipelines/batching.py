@@ -60,11 +60,11 @@ def pad_row(ids: Sequence[int], length: int) -> tuple[np.ndarray, bool]:
 
 
 def encode_token_lists(
-    questions: Sequence[Sequence[int]],
-    drafts: Sequence[Sequence[Sequence[int]]],
-    shapes: Shapes,
-    overlength: str = "truncate",
-    where: Sequence[str] | None = None,
+  questions: Sequence[Sequence[int]],
+  drafts: Sequence[Sequence[Sequence[int]]],
+  shapes: Shapes,
+  overlength: str = "truncate",
+  where: Sequence[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], OverlengthCounts]:
   """Pads pre-tokenized examples into a batch (EOS appended to drafts)."""
   if overlength not in ("truncate", "reject"):
@@ -93,17 +93,17 @@ def encode_token_lists(
     if cut_any and overlength == "reject":
       name = where[i] if where else f"example {i}"
       raise DataError(
-          f"{name}: longer than the configured shapes {shapes} "
-          "(set overlength='truncate' to cut and count instead)"
+        f"{name}: longer than the configured shapes {shapes} "
+        "(set overlength='truncate' to cut and count instead)"
       )
   return {"question": q, "drafts": d, "num_drafts": nd}, counts
 
 
 def encode_trajectories(
-    trajs: Sequence[Trajectory],
-    tokenizer: tok_lib.Tokenizer,
-    shapes: Shapes,
-    overlength: str = "truncate",
+  trajs: Sequence[Trajectory],
+  tokenizer: tok_lib.Tokenizer,
+  shapes: Shapes,
+  overlength: str = "truncate",
 ) -> tuple[dict[str, np.ndarray], OverlengthCounts]:
   """Tokenizes and pads trajectories into one batch."""
   questions = tokenizer.encode_many([t.question for t in trajs])
@@ -113,7 +113,7 @@ def encode_trajectories(
     drafts.append(flat[k : k + len(t.drafts)])
     k += len(t.drafts)
   return encode_token_lists(
-      questions, drafts, shapes, overlength, where=[t.id for t in trajs]
+    questions, drafts, shapes, overlength, where=[t.id for t in trajs]
   )
 
 
@@ -126,19 +126,19 @@ class GeneratorStream:
   """
 
   def __init__(
-      self,
-      task: Task,
-      tokenizer: tok_lib.Tokenizer,
-      shapes: Shapes,
-      *,
-      batch_size: int,
-      seed: int,
-      scheme: str | None = None,
-      split: str = "train",
-      process_index: int = 0,
-      process_count: int = 1,
-      overlength: str = "truncate",
-      start_step: int = 0,
+    self,
+    task: Task,
+    tokenizer: tok_lib.Tokenizer,
+    shapes: Shapes,
+    *,
+    batch_size: int,
+    seed: int,
+    scheme: str | None = None,
+    split: str = "train",
+    process_index: int = 0,
+    process_count: int = 1,
+    overlength: str = "truncate",
+    start_step: int = 0,
   ):
     if not task.generated:
       raise ValueError(f"task {task.name!r} has no generator")
@@ -153,15 +153,15 @@ class GeneratorStream:
   def batch_at(self, step: int) -> dict[str, np.ndarray]:
     """The batch of `step` for this process."""
     seed = (self.seed * self.process_count + self.process_index) * (
-        1 << 32
+      1 << 32
     ) + step
     trajs = list(
-        self.task.generate(
-            self.split, num=self.batch_size, seed=seed, scheme=self.scheme
-        )
+      self.task.generate(
+        self.split, num=self.batch_size, seed=seed, scheme=self.scheme
+      )
     )
     batch, counts = encode_trajectories(
-        trajs, self.tokenizer, self.shapes, self.overlength
+      trajs, self.tokenizer, self.shapes, self.overlength
     )
     self.overlength_counts.add(counts)
     return batch

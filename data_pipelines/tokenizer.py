@@ -36,9 +36,9 @@ class Tokenizer:
     self.model_proto = model_proto
     self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
     if (self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id()) != (
-        PAD_ID,
-        BOS_ID,
-        EOS_ID,
+      PAD_ID,
+      BOS_ID,
+      EOS_ID,
     ) or self.sp.piece_to_id(SEP_PIECE) != SEP_ID:
       raise ValueError("sentencepiece model lacks bottomup's reserved ids")
     self.vocab_size = self.sp.get_piece_size()
@@ -46,19 +46,25 @@ class Tokenizer:
     # Single-digit pieces: the place-value embedding counts positions in
     # digit runs, so it needs to know which ids are digits.
     self.digit_ids = np.array(
-        [i for i, p in enumerate(pieces) if len(p) == 1 and p.isdigit()],
-        np.int32,
+      [i for i, p in enumerate(pieces) if len(p) == 1 and p.isdigit()],
+      np.int32,
     )
 
-  pad_id, bos_id, eos_id, unk_id, sep_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID, SEP_ID
+  pad_id, bos_id, eos_id, unk_id, sep_id = (
+    PAD_ID,
+    BOS_ID,
+    EOS_ID,
+    UNK_ID,
+    SEP_ID,
+  )
 
   @classmethod
   def train(
-      cls,
-      texts: Iterable[str],
-      *,
-      model_type: str = "char",
-      vocab_size: int = 0,
+    cls,
+    texts: Iterable[str],
+    *,
+    model_type: str = "char",
+    vocab_size: int = 0,
   ) -> Tokenizer:
     """Trains a model on `texts`.
 
@@ -81,27 +87,27 @@ class Tokenizer:
       vocab_size = 4 + len(markers) + len(chars) + 1
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=buf,
-        model_type=model_type,
-        vocab_size=vocab_size,
-        character_coverage=1.0,
-        pad_id=PAD_ID,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-        unk_id=UNK_ID,
-        user_defined_symbols=markers,
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        normalization_rule_name="identity",
-        split_digits=True,
-        byte_fallback=model_type != "char",
-        hard_vocab_limit=model_type != "char",
-        max_sentence_length=1 << 16,
-        input_sentence_size=200_000,
-        shuffle_input_sentence=True,
-        num_threads=1,
-        minloglevel=2,
+      sentence_iterator=iter(texts),
+      model_writer=buf,
+      model_type=model_type,
+      vocab_size=vocab_size,
+      character_coverage=1.0,
+      pad_id=PAD_ID,
+      bos_id=BOS_ID,
+      eos_id=EOS_ID,
+      unk_id=UNK_ID,
+      user_defined_symbols=markers,
+      add_dummy_prefix=False,
+      remove_extra_whitespaces=False,
+      normalization_rule_name="identity",
+      split_digits=True,
+      byte_fallback=model_type != "char",
+      hard_vocab_limit=model_type != "char",
+      max_sentence_length=1 << 16,
+      input_sentence_size=200_000,
+      shuffle_input_sentence=True,
+      num_threads=1,
+      minloglevel=2,
     )
     return cls(buf.getvalue())
 

@@ -57,7 +57,7 @@ class Trajectory:
       if name not in record:
         raise DataError(f"{where}: missing field {name!r}")
     if not isinstance(record["drafts"], list) or not all(
-        isinstance(d, str) for d in record["drafts"]
+      isinstance(d, str) for d in record["drafts"]
     ):
       raise DataError(f"{where}: field 'drafts' must be a list of strings")
     for name in ("id", "task", "question", "answer"):
@@ -96,19 +96,19 @@ class Task(abc.ABC):
     scheme = scheme or self.default_scheme
     if scheme not in self.schemes:
       raise ValueError(
-          f"task {self.name!r} has no scheme {scheme!r}; known: "
-          f"{', '.join(self.schemes)}"
+        f"task {self.name!r} has no scheme {scheme!r}; known: "
+        f"{', '.join(self.schemes)}"
       )
     return scheme
 
   def trajectories(
-      self,
-      split: str,
-      *,
-      scheme: str | None = None,
-      source_dir: str | os.PathLike | None = None,
-      num: int | None = None,
-      seed: int = 0,
+    self,
+    split: str,
+    *,
+    scheme: str | None = None,
+    source_dir: str | os.PathLike | None = None,
+    num: int | None = None,
+    seed: int = 0,
   ) -> Iterator[Trajectory]:
     """All trajectories of a split, from files or from the generator.
 
@@ -125,8 +125,8 @@ class Task(abc.ABC):
     """
     if split not in self.splits:
       raise ValueError(
-          f"task {self.name!r} has no split {split!r}; known: "
-          f"{', '.join(self.splits)}"
+        f"task {self.name!r} has no split {split!r}; known: "
+        f"{', '.join(self.splits)}"
       )
     scheme = self.check_scheme(scheme)
     if self.generated:
@@ -141,7 +141,7 @@ class Task(abc.ABC):
       yield traj
 
   def source_path(
-      self, split: str, source_dir: str | os.PathLike | None
+    self, split: str, source_dir: str | os.PathLike | None
   ) -> pathlib.Path:
     """Resolves the raw file of a split, or says what is needed and where."""
     name = self.source_files[split]
@@ -155,25 +155,25 @@ class Task(abc.ABC):
           return path
     needed = ", ".join(sorted(set(self.source_files.values())))
     looked = (
-        " (looked at " + ", ".join(str(c) for c in candidates) + ")"
-        if candidates
-        else f" (no --source_dir given and ${DATA_DIR_ENV} is not set)"
+      " (looked at " + ", ".join(str(c) for c in candidates) + ")"
+      if candidates
+      else f" (no --source_dir given and ${DATA_DIR_ENV} is not set)"
     )
     raise FileNotFoundError(
-        f"task {self.name!r} needs {needed} in <source_dir>/"
-        f"{self.source_subdir}/ or <source_dir>/{looked}. Pass "
-        f"--source_dir or set ${DATA_DIR_ENV}. The public originals are at "
-        f"{self.source_url}."
+      f"task {self.name!r} needs {needed} in <source_dir>/"
+      f"{self.source_subdir}/ or <source_dir>/{looked}. Pass "
+      f"--source_dir or set ${DATA_DIR_ENV}. The public originals are at "
+      f"{self.source_url}."
     )
 
   def load(
-      self, path: pathlib.Path, *, split: str, scheme: str
+    self, path: pathlib.Path, *, split: str, scheme: str
   ) -> Iterator[Trajectory]:
     """Reads one raw file; malformed records raise DataError(file:line)."""
     raise NotImplementedError(f"task {self.name!r} has no file loader")
 
   def generate(
-      self, split: str, *, num: int, seed: int, scheme: str
+    self, split: str, *, num: int, seed: int, scheme: str
   ) -> Iterator[Trajectory]:
     """Yields `num` seeded synthetic trajectories."""
     raise NotImplementedError(f"task {self.name!r} has no generator")

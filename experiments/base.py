@@ -88,13 +88,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest.
   # Logical axis -> mesh axes.
   c.mesh.rules = (
-      ("batch", ("data", "fsdp")),
-      ("length", None),
-      ("embed", "fsdp"),
-      ("embed_out", None),
-      ("mlp", "tensor"),
-      ("heads", "tensor"),
-      ("kv", None),
-      ("vocab", "tensor"),
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("embed_out", None),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
   )
   return c

@@ -64,6 +64,6 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
     c.eval.batch_size = 1000
   else:
     raise ValueError(
-        f"unknown preset {preset!r}; known: smoke, quickstart, cpu, accel"
+      f"unknown preset {preset!r}; known: smoke, quickstart, cpu, accel"
     )
   return c

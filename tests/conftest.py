@@ -4,7 +4,7 @@ import os
 import pathlib
 
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -29,7 +29,7 @@ def data_dir() -> pathlib.Path:
   path = real_data_dir()
   if path is None or not path.is_dir():
     pytest.skip(
-        "real data not found: set BOTTOMUP_DATA_DIR to the folder with "
-        "icot/, gsm8k/, prontoqa/ (see data_pipelines/tasks/*.py)"
+      "real data not found: set BOTTOMUP_DATA_DIR to the folder with "
+      "icot/, gsm8k/, prontoqa/ (see data_pipelines/tasks/*.py)"
     )
   return path

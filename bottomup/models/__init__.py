@@ -14,13 +14,11 @@ import ml_collections
 from bottomup.models import refiner
 
 _REGISTRY = {
-    "refiner": (refiner.Refiner, refiner.RefinerConfig),
+  "refiner": (refiner.Refiner, refiner.RefinerConfig),
 }
 
 
-def get_model(
-    cfg: ml_collections.ConfigDict, vocab_size: int, digit_ids=()
-):
+def get_model(cfg: ml_collections.ConfigDict, vocab_size: int, digit_ids=()):
   """Builds the model named `cfg.name` from the `model` config group.
 
   Args:
@@ -33,10 +31,12 @@ def get_model(
   """
   if cfg.name not in _REGISTRY:
     raise ValueError(
-        f"unknown model {cfg.name!r}; known: {', '.join(sorted(_REGISTRY))}"
+      f"unknown model {cfg.name!r}; known: {', '.join(sorted(_REGISTRY))}"
     )
   module, config_cls = _REGISTRY[cfg.name]
   fields = {f.name for f in dataclasses.fields(config_cls)}
   kwargs = {k: v for k, v in cfg.items() if k in fields}
-  kwargs.update(vocab_size=vocab_size, digit_ids=tuple(int(i) for i in digit_ids))
+  kwargs.update(
+    vocab_size=vocab_size, digit_ids=tuple(int(i) for i in digit_ids)
+  )
   return module(config_cls(**kwargs))

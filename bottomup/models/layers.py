@@ -40,10 +40,10 @@ def _mp_matmul_fn(dtype_name: str):
 
   def contract(a, b, a_axes, b_axes):
     return jax.lax.dot_general(
-        a.astype(cd),
-        b.astype(cd),
-        ((a_axes, b_axes), ((), ())),
-        preferred_element_type=_F32,
+      a.astype(cd),
+      b.astype(cd),
+      ((a_axes, b_axes), ((), ())),
+      preferred_element_type=_F32,
     )
 
   @jax.custom_vjp
@@ -53,15 +53,19 @@ def _mp_matmul_fn(dtype_name: str):
   def fwd(x, w):
     xc, wc = x.astype(cd), w.astype(cd)
     # Zero-size placeholders carry the primal dtypes through the residuals.
-    return matmul(x, w), (xc, wc, jnp.zeros((0,), x.dtype),
-                          jnp.zeros((0,), w.dtype))
+    return matmul(x, w), (
+      xc,
+      wc,
+      jnp.zeros((0,), x.dtype),
+      jnp.zeros((0,), w.dtype),
+    )
 
   def bwd(res, g):
     xc, wc, x_like, w_like = res
     n_out = wc.ndim - 1
     # dx[..., k] = sum_n g[..., n] w[k, n]
     dx = contract(
-        g, wc, tuple(range(g.ndim - n_out, g.ndim)), tuple(range(1, wc.ndim))
+      g, wc, tuple(range(g.ndim - n_out, g.ndim)), tuple(range(1, wc.ndim))
     )
     # dw[k, n] = sum over batch axes of x[..., k] g[..., n]
     batch = tuple(range(xc.ndim - 1))
@@ -91,7 +95,7 @@ class Dense(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     feats = (
-        (self.features,) if isinstance(self.features, int) else self.features
+      (self.features,) if isinstance(self.features, int) else self.features
     )
     feats = tuple(feats)
     in_dim = x.shape[-1]
@@ -105,18 +109,18 @@ class Dense(nn.Module):
         return k.reshape(shape).astype(dtype)
 
     kernel = self.param(
-        "kernel",
-        nn.with_logical_partitioning(init, self.axes),
-        (in_dim, *feats),
-        _F32,
+      "kernel",
+      nn.with_logical_partitioning(init, self.axes),
+      (in_dim, *feats),
+      _F32,
     )
     y = mp_matmul(x, kernel, self.compute_dtype)
     if self.use_bias:
       bias = self.param(
-          "bias",
-          nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]),
-          feats,
-          _F32,
+        "bias",
+        nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]),
+        feats,
+        _F32,
       )
       y = y + bias
     return y
@@ -133,16 +137,16 @@ class DenseIn(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:  # [..., H, K] -> [..., D]
     h, k = x.shape[-2:]
     kernel = self.param(
-        "kernel",
-        nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2), self.axes
-        ),
-        (h, k, self.features),
-        _F32,
+      "kernel",
+      nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2), self.axes
+      ),
+      (h, k, self.features),
+      _F32,
     )
     flat = x.reshape(*x.shape[:-2], h * k)
     return mp_matmul(
-        flat, kernel.reshape(h * k, self.features), self.compute_dtype
+      flat, kernel.reshape(h * k, self.features), self.compute_dtype
     )
 
 
@@ -154,10 +158,10 @@ class RMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     scale = self.param(
-        "scale",
-        nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-        (x.shape[-1],),
-        _F32,
+      "scale",
+      nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      (x.shape[-1],),
+      _F32,
     )
     x = x.astype(_F32)
     var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
@@ -178,18 +182,18 @@ def attend(q, k, v, mask, compute_dtype):
   """Softmax attention. q [B,L,H,K], k/v [B,S,H,K], mask [B,L,S] or [B,1,S]."""
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum(
-      "blhk,bshk->bhls",
-      (q * scale).astype(compute_dtype),
-      k.astype(compute_dtype),
-      preferred_element_type=_F32,
+    "blhk,bshk->bhls",
+    (q * scale).astype(compute_dtype),
+    k.astype(compute_dtype),
+    preferred_element_type=_F32,
   )
   logits = jnp.where(mask[:, None], logits, jnp.finfo(_F32).min)
   probs = jax.nn.softmax(logits, axis=-1)
   return jnp.einsum(
-      "bhls,bshk->blhk",
-      probs.astype(compute_dtype),
-      v.astype(compute_dtype),
-      preferred_element_type=_F32,
+    "bhls,bshk->blhk",
+    probs.astype(compute_dtype),
+    v.astype(compute_dtype),
+    preferred_element_type=_F32,
   )
 
 
@@ -232,8 +236,17 @@ class Attention(nn.Module):
     return self.out(y)
 
 
+# Plain MLP activations. On CPU the activation's elementwise cost rivals the
+# matmuls at these widths: relu is several times cheaper than tanh-GELU.
+_ACTIVATIONS = {
+  "gelu": jax.nn.gelu,
+  "relu": jax.nn.relu,
+  "relu2": lambda x: jnp.square(jax.nn.relu(x)),
+}
+
+
 class Mlp(nn.Module):
-  """SwiGLU or GELU MLP."""
+  """SwiGLU or plain (GELU, ReLU, squared ReLU) MLP."""
 
   hidden: int
   kind: str = "swiglu"
@@ -247,10 +260,13 @@ class Mlp(nn.Module):
       gate = Dense(self.hidden, ("embed", "mlp"), name="gate", **kw)(x)
       up = Dense(self.hidden, ("embed", "mlp"), name="up", **kw)(x)
       h = jax.nn.silu(gate) * up
-    elif self.kind == "gelu":
-      h = jax.nn.gelu(Dense(self.hidden, ("embed", "mlp"), name="up", **kw)(x))
+    elif self.kind in _ACTIVATIONS:
+      up = Dense(self.hidden, ("embed", "mlp"), name="up", **kw)(x)
+      h = _ACTIVATIONS[self.kind](up)
     else:
-      raise ValueError(f"unknown mlp kind {self.kind!r} (swiglu|gelu)")
+      raise ValueError(
+        f"unknown mlp kind {self.kind!r} (swiglu|{'|'.join(_ACTIVATIONS)})"
+      )
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
     return Dense(d, ("mlp", "embed"), name="down", **kw)(h)
 
@@ -258,3 +274,40 @@ class Mlp(nn.Module):
 def constrain(x):
   """Logical sharding constraint for a [B, L, D] activation."""
   return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Embed(nn.Module):
+  """Embedding table lookup.
+
+  Small tables are read with a one-hot matmul: its backward is a matmul too,
+  while a gather's backward is a scatter-add, which XLA on CPU runs as a
+  slow serial loop (it dominated the whole train step before this).
+
+  Attributes:
+    num_embeddings: rows of the table.
+    features: width.
+    axes: logical names of the table's axes.
+    stddev: init scale.
+    one_hot_max: largest table read through a one-hot matmul.
+  """
+
+  num_embeddings: int
+  features: int
+  axes: tuple[str | None, str | None]
+  stddev: float = 1.0
+  one_hot_max: int = 1024
+
+  @nn.compact
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    table = self.param(
+      "embedding",
+      nn.with_logical_partitioning(
+        nn.initializers.normal(self.stddev), self.axes
+      ),
+      (self.num_embeddings, self.features),
+      _F32,
+    )
+    if self.num_embeddings <= self.one_hot_max:
+      one_hot = jax.nn.one_hot(ids, self.num_embeddings, dtype=_F32)
+      return jnp.dot(one_hot, table, preferred_element_type=_F32)
+    return jnp.take(table, ids, axis=0)

@@ -64,12 +64,12 @@ class RefinerConfig:
   @property
   def stack(self) -> transformer.StackConfig:
     return transformer.StackConfig(
-        d_model=self.d_model,
-        num_heads=self.num_heads,
-        head_dim=self.d_model // self.num_heads,
-        mlp_dim=self.mlp_dim,
-        mlp_kind=self.mlp_kind,
-        compute_dtype=self.compute_dtype,
+      d_model=self.d_model,
+      num_heads=self.num_heads,
+      head_dim=self.d_model // self.num_heads,
+      mlp_dim=self.mlp_dim,
+      mlp_kind=self.mlp_kind,
+      compute_dtype=self.compute_dtype,
     )
 
 
@@ -80,7 +80,9 @@ def place_index(tokens: jax.Array, is_digit_table: jax.Array) -> jax.Array:
   """
   is_digit = jnp.asarray(is_digit_table)[tokens]
   idx = jnp.arange(tokens.shape[-1])
-  last_other = jax.lax.cummax(jnp.where(is_digit, -1, idx), axis=tokens.ndim - 1)
+  last_other = jax.lax.cummax(
+    jnp.where(is_digit, -1, idx), axis=tokens.ndim - 1
+  )
   return jnp.where(is_digit, idx - last_other, 0).astype(jnp.int32)
 
 
@@ -98,25 +100,15 @@ class Refiner(nn.Module):
     if c.carry not in ("slots", "none"):
       raise ValueError(f"carry must be slots|none, got {c.carry!r}")
     d = c.d_model
-    self.token_embed = nn.Embed(
-        c.vocab_size,
-        d,
-        embedding_init=nn.with_logical_partitioning(
-            _embed_init(), ("vocab", "embed")
-        ),
-    )
-    self.place_embed = nn.Embed(
-        c.max_places + 1,
-        d,
-        embedding_init=nn.with_logical_partitioning(
-            _embed_init(0.5), (None, "embed")
-        ),
-    )
+    self.token_embed = layers.Embed(c.vocab_size, d, ("vocab", "embed"))
+    self.place_embed = layers.Embed(c.max_places + 1, d, (None, "embed"), 0.5)
     param = lambda name, shape, scale: self.param(
-        name,
-        nn.with_logical_partitioning(_embed_init(scale), (None,) * 1 + ("embed",)),
-        shape,
-        jnp.float32,
+      name,
+      nn.with_logical_partitioning(
+        _embed_init(scale), (None,) * 1 + ("embed",)
+      ),
+      shape,
+      jnp.float32,
     )
     # 0: question, 1: previous draft, 2: slots.
     self.segment_embed = param("segment_embed", (3, d), 0.5)
@@ -136,7 +128,9 @@ class Refiner(nn.Module):
 
   def embed(self, tokens):
     """Token + place-value embedding. tokens [B, L] -> [B, L, D]."""
-    places = jnp.minimum(place_index(tokens, self.is_digit), self.cfg.max_places)
+    places = jnp.minimum(
+      place_index(tokens, self.is_digit), self.cfg.max_places
+    )
     return self.token_embed(tokens) + self.place_embed(places)
 
   def embed_question(self, question):
@@ -166,11 +160,11 @@ class Refiner(nn.Module):
     b, lq = q_emb.shape[:2]
     ld = prev_emb.shape[1]
     x = jnp.concatenate(
-        [q_emb, prev_emb, slots + self.segment_embed[2]], axis=1
+      [q_emb, prev_emb, slots + self.segment_embed[2]], axis=1
     )
     x = x + self.pass_embed[jnp.minimum(t, c.max_passes - 1)]
     valid = jnp.concatenate(
-        [q_valid, prev_valid, jnp.ones((b, c.num_slots), bool)], axis=1
+      [q_valid, prev_valid, jnp.ones((b, c.num_slots), bool)], axis=1
     )
     positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
     h = self.encoder(layers.constrain(x), valid, positions)
@@ -179,7 +173,7 @@ class Refiner(nn.Module):
   def decode_logits(self, target, memory, memory_mask):
     """Teacher-forced logits of `target` [B, Ld] -> [B, Ld, V] (float32)."""
     inputs = jnp.concatenate(
-        [jnp.full_like(target[:, :1], BOS_ID), target[:, :-1]], axis=1
+      [jnp.full_like(target[:, :1], BOS_ID), target[:, :-1]], axis=1
     )
     h = self.decoder(self.embed(inputs), memory, memory_mask)
     return self.head(h)
@@ -235,16 +229,16 @@ class Refiner(nn.Module):
     slots0 = self.initial_slots(b)
     prev = jnp.concatenate([jnp.zeros_like(drafts[:, :1]), drafts[:, :-1]], 1)
     xs = dict(
-        t=jnp.arange(t_len),
-        target=drafts.swapaxes(0, 1),
-        prev=prev.swapaxes(0, 1),
-        prev_latent=jnp.concatenate([jnp.zeros((1,), bool), latent[:-1]]),
+      t=jnp.arange(t_len),
+      target=drafts.swapaxes(0, 1),
+      prev=prev.swapaxes(0, 1),
+      prev_latent=jnp.concatenate([jnp.zeros((1,), bool), latent[:-1]]),
     )
     ld = drafts.shape[2]
     carry = (
-        slots0,
-        jnp.zeros((b, ld, c.d_model), jnp.float32),
-        jnp.zeros((b, ld), jnp.int32),
+      slots0,
+      jnp.zeros((b, ld, c.d_model), jnp.float32),
+      jnp.zeros((b, ld), jnp.int32),
     )
 
     def body(mdl, carry, x, q_emb, q_valid, slots0):
@@ -253,11 +247,11 @@ class Refiner(nn.Module):
     if c.remat:
       body = nn.remat(body, prevent_cse=False)
     scan = nn.scan(
-        body,
-        variable_broadcast="params",
-        split_rngs={"params": False, "noise": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
-        length=t_len,
+      body,
+      variable_broadcast="params",
+      split_rngs={"params": False, "noise": True},
+      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+      length=t_len,
     )
     _, logits = scan(self, carry, xs, q_emb, q_valid, slots0)
     return logits.swapaxes(0, 1)
@@ -268,7 +262,7 @@ class Refiner(nn.Module):
     t, prev = x["t"], x["prev"]
     if train and c.self_feed_prob > 0:
       coin = jax.random.bernoulli(
-          self.make_rng("noise"), c.self_feed_prob, (prev.shape[0], 1)
+        self.make_rng("noise"), c.self_feed_prob, (prev.shape[0], 1)
       )
       prev = jnp.where(coin & (t > 0), own, prev)
     if train and c.corrupt_prob > 0:
@@ -278,7 +272,7 @@ class Refiner(nn.Module):
     prev_emb = jnp.where(x["prev_latent"], lat_emb, prev_emb)
     prev_valid = jnp.where(x["prev_latent"], lat_valid, prev_valid)
     memory, mask, h_draft, new_slots = self.encode_pass(
-        q_emb, q_valid, prev_emb, prev_valid, slots, t
+      q_emb, q_valid, prev_emb, prev_valid, slots, t
     )
     logits = self.decode_logits(x["target"], memory, mask)
     if c.carry == "none":
@@ -287,7 +281,7 @@ class Refiner(nn.Module):
       cut = (t + 1) % c.bptt_truncate == 0
       new_slots = jnp.where(cut, jax.lax.stop_gradient(new_slots), new_slots)
     own = jnp.where(
-        x["target"] != PAD_ID, jnp.argmax(logits, -1).astype(jnp.int32), PAD_ID
+      x["target"] != PAD_ID, jnp.argmax(logits, -1).astype(jnp.int32), PAD_ID
     )
     own = jax.lax.stop_gradient(own)
     new_latent = self.latent_proj(h_draft)

@@ -43,7 +43,7 @@ class EncoderBlock(nn.Module):
     cd = jnp.dtype(c.compute_dtype)
     h = layers.RMSNorm(name="attn_norm")(x)
     x = x + layers.Attention(c.num_heads, c.head_dim, cd, name="attn")(
-        h, mask, positions
+      h, mask, positions
     )
     h = layers.RMSNorm(name="mlp_norm")(x)
     x = x + layers.Mlp(c.mlp_dim, c.mlp_kind, cd, name="mlp")(h)
@@ -152,7 +152,7 @@ class Decoder(nn.Module):
     keys, values = [], []
     for i, block in enumerate(self.blocks):
       x, (k, v) = block.step(
-          x, pos, (cache.keys[i], cache.values[i]), cross_kv[i], mm
+        x, pos, (cache.keys[i], cache.values[i]), cross_kv[i], mm
       )
       keys.append(k)
       values.append(v)

@@ -9,12 +9,12 @@ from data_pipelines.trajectory import Task
 
 # name -> "module:Class" for tasks with a fixed name (imported lazily).
 _FIXED = {
-    "prontoqa": "data_pipelines.tasks.prontoqa:ProntoQATask",
-    "gsm8k": "data_pipelines.tasks.gsm8k:GSM8KTask",
+  "prontoqa": "data_pipelines.tasks.prontoqa:ProntoQATask",
+  "gsm8k": "data_pipelines.tasks.gsm8k:GSM8KTask",
 }
-KNOWN = ("multiplication_NxN (N = 1, 2, ...; e.g. multiplication_4x4)",) + tuple(
-    _FIXED
-)
+KNOWN = (
+  "multiplication_NxN (N = 1, 2, ...; e.g. multiplication_4x4)",
+) + tuple(_FIXED)
 
 
 def get_task(name: str) -> Task:

@@ -93,8 +93,7 @@ def icot_line(a: int, b: int, n: int) -> str:
       parts.append("+")
   chain = " ".join(parts)
   return (
-      f"{_spaced(ra)} * {_spaced(rb)}||{chain} #### "
-      f"{_spaced(rev(a * b, 2 * n))}"
+    f"{_spaced(ra)} * {_spaced(rb)}||{chain} #### {_spaced(rev(a * b, 2 * n))}"
   )
 
 
@@ -120,9 +119,7 @@ class MultiplicationTask(Task):
 
   schemes = ("scale", "scale_plain", "icot")
   generated = True
-  source_url = (
-      "https://github.com/da03/Internalize_CoT_Step_by_Step (data/)"
-  )
+  source_url = "https://github.com/da03/Internalize_CoT_Step_by_Step (data/)"
 
   def __init__(self, n: int):
     if n < 1:
@@ -136,7 +133,7 @@ class MultiplicationTask(Task):
   # -- Operands ------------------------------------------------------------
 
   def sample_pairs(
-      self, split: str, num: int, seed: int
+    self, split: str, num: int, seed: int
   ) -> Iterator[tuple[int, int]]:
     """`num` seeded operand pairs that belong to `split` (see `split_of`)."""
     if split not in _SPLIT_SEED:
@@ -183,21 +180,21 @@ class MultiplicationTask(Task):
 
   def make(self, a: int, b: int, scheme: str, id_: str) -> Trajectory:
     return Trajectory(
-        id=id_,
-        task=self.name,
-        question=f"{rev(a, self.n)}*{rev(b, self.n)}",
-        drafts=self.drafts(a, b, scheme),
-        answer=rev(a * b, 2 * self.n),
+      id=id_,
+      task=self.name,
+      question=f"{rev(a, self.n)}*{rev(b, self.n)}",
+      drafts=self.drafts(a, b, scheme),
+      answer=rev(a * b, 2 * self.n),
     )
 
   def generate(
-      self, split: str, *, num: int, seed: int, scheme: str
+    self, split: str, *, num: int, seed: int, scheme: str
   ) -> Iterator[Trajectory]:
     for i, (a, b) in enumerate(self.sample_pairs(split, num, seed)):
       yield self.make(a, b, scheme, f"{self.name}-{split}-{seed}-{i}")
 
   def load(
-      self, path: pathlib.Path, *, split: str, scheme: str
+    self, path: pathlib.Path, *, split: str, scheme: str
   ) -> Iterator[Trajectory]:
     """Trajectories from an iCoT `.txt` file (e.g. for final evaluation)."""
     with open(path, encoding="utf-8") as f:
@@ -209,7 +206,7 @@ class MultiplicationTask(Task):
         yield self.make(a, b, scheme, f"{path.stem}-{lineno}")
 
   def load_file(
-      self, path: str | pathlib.Path, scheme: str | None = None
+    self, path: str | pathlib.Path, scheme: str | None = None
   ) -> Iterator[Trajectory]:
     """Trajectories of any iCoT-format file (`--eval_file`)."""
     path = pathlib.Path(path)
@@ -241,6 +238,7 @@ class MultiplicationTask(Task):
 
   def format_draft(self, draft: str) -> str:
     """Ordinary digit order, e.g. "+P=E" -> "+ 0094600 = 00111155"."""
+
     def fix(m):
       return m.group(0)[::-1]
 

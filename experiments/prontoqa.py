@@ -1,0 +1,68 @@
+"""ProntoQA (5-hop, fictional ontology) refiner on a prepared dataset.
+
+Prepare once (needs the raw files; see data_pipelines/tasks/prontoqa.py):
+
+    export BOTTOMUP_DATA_DIR=/path/to/data   # holds prontoqa/prontoqa_*.json
+    python -m data_pipelines.prepare --task=prontoqa --data_dir=prepared
+
+then train and evaluate on the test split:
+
+    python -m bottomup.main --config=experiments/prontoqa.py:cpu \
+        --workdir=runs/prontoqa --config.data.data_dir=prepared
+
+Drafts: the conclusion; every other hop; the full chain, each ending
+"#### True|False". Target (issue: cpu preset): >= 95% on the test split.
+"""
+
+import ml_collections
+
+from experiments import base
+
+
+def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
+  """The ProntoQA config for `preset`."""
+  c = base.get_config()
+  c.data.task = "prontoqa"
+  c.data.scheme = "hops"
+  c.data.source = "prepared"
+  c.data.data_dir = "prepared"
+  c.model.max_places = 8  # Text task: few long digit runs.
+  c.eval.final_num_examples = 800  # The whole test split.
+  c.eval.batch_size = 100
+  if preset == "smoke":
+    c.model.d_model = 32
+    c.model.num_heads = 2
+    c.model.mlp_dim = 64
+    c.model.num_encoder_layers = 2
+    c.model.num_slots = 2
+    c.train.batch_size = 8
+    c.train.num_steps = 10
+    c.train.log_every = 5
+    c.train.checkpoint_every = 10
+    c.train.progress_bar = False
+    c.eval.every_steps = 10
+    c.eval.num_examples = 8
+    c.eval.batch_size = 8
+    c.eval.final_num_examples = 8
+  elif preset == "quickstart":
+    c.train.batch_size = 32
+    c.train.num_steps = 1000
+  elif preset == "cpu":
+    c.train.batch_size = 32
+    c.train.num_steps = 6000
+    c.eval.every_steps = 1000
+    c.eval.num_examples = 200  # The whole valid split.
+  elif preset == "accel":
+    c.model.d_model = 384
+    c.model.num_heads = 6
+    c.model.mlp_dim = 1536
+    c.model.num_encoder_layers = 8
+    c.model.num_decoder_layers = 2
+    c.train.batch_size = 128
+    c.train.num_steps = 6000
+    c.optim.learning_rate = 1e-3
+  else:
+    raise ValueError(
+      f"unknown preset {preset!r}; known: smoke, quickstart, cpu, accel"
+    )
+  return c

@@ -1,0 +1,1 @@
+"""Launch scripts: local runs, multi-process CPU, SLURM, TPU pods, tables."""
