@@ -66,6 +66,8 @@ class Evaluator:
     texts: list[list[str]] = []
     tf_sums = None
     rng = jax.random.key(self.config.seed + 7)
+    shape = (self.data.shapes.max_drafts, self.data.shapes.max_draft_len)
+    pos_hits, pos_n = np.zeros(shape), np.zeros(shape)
     t0 = time.time()
     for lo in range(0, n, bs):
       chunk = {k: v[lo : lo + bs] for k, v in batch.items()}
@@ -81,6 +83,11 @@ class Evaluator:
       result = self._refine(params, chunk["question"], key)
       drafts = np.asarray(jax.device_get(result.drafts))[: bs - pad]
       texts.extend(sampling.decode_text(tok, drafts))
+      hits, valid = position_matches(
+        drafts, chunk["drafts"][: bs - pad], chunk["num_drafts"][: bs - pad]
+      )
+      pos_hits += hits
+      pos_n += valid
       m = jax.device_get(self._eval_step(params, chunk, self.latent))
       m = {k: np.asarray(v) for k, v in m.items() if k != "loss"}
       tf_sums = m if tf_sums is None else {k: tf_sums[k] + m[k] for k in m}
@@ -117,6 +124,11 @@ class Evaluator:
         for a, b in zip(per_pass, per_pass_n)
       ],
       teacher_forced={k: round(v, 5) for k, v in tf.items()},
+      # Free-running accuracy of every token position of every pass.
+      per_position_accuracy=[
+        [round(float(h / c), 4) for h, c in zip(hs, cs) if c]
+        for hs, cs in zip(pos_hits, pos_n)
+      ],
       overlength=counts.total(),
       problems_per_second=round(n / max(seconds, 1e-9), 1),
       samples=samples,
@@ -141,6 +153,25 @@ class Evaluator:
       mark = "correct" if s["correct"] else "wrong"
       print(f"  answer: {s['answer']!r} ({mark})")
     sys.stdout.flush()
+
+
+def position_matches(sampled, reference, num_drafts):
+  """Per-(pass, position) hits and counts of sampled vs reference drafts.
+
+  Args:
+    sampled: int [B, T', Ld] drafts written by `refine` (T' >= T).
+    reference: int [B, T, Ld] reference drafts (+ EOS, PAD-padded).
+    num_drafts: int [B].
+
+  Returns:
+    (hits, counts), each float [T, Ld], over the reference's real tokens.
+  """
+  t_len = reference.shape[1]
+  valid = (reference != 0) & (
+    np.arange(t_len)[None, :, None] < num_drafts[:, None, None]
+  )
+  hits = (sampled[:, :t_len] == reference) & valid
+  return hits.sum(0).astype(float), valid.sum(0).astype(float)
 
 
 def _load_file(task, path, scheme) -> list[Trajectory]:

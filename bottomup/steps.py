@@ -58,6 +58,23 @@ def pass_loss(logits, drafts, num_drafts, latent, pass_weights):
   return loss, metrics
 
 
+def batch_loss(model, params, batch, latent, pass_weights, train, rngs=None):
+  """Forward pass of `model` on `batch` and its loss (see `pass_loss`)."""
+  logits = model.apply(
+    {"params": params},
+    batch["question"],
+    batch["drafts"],
+    batch["num_drafts"],
+    latent,
+    train=train,
+    rngs=rngs,
+  )
+  weights = pass_weights[: batch["drafts"].shape[1]]
+  return pass_loss(
+    logits, batch["drafts"], batch["num_drafts"], latent, weights
+  )
+
+
 def make_train_step(model, pass_weights):
   """A pure train step: (state, batch, latent) -> (state, metrics)."""
   pass_weights = jnp.asarray(pass_weights, jnp.float32)
@@ -66,32 +83,15 @@ def make_train_step(model, pass_weights):
     rng, noise_rng = jax.random.split(state.rng)
 
     def loss_fn(params):
-      logits = model.apply(
-        {"params": params},
-        batch["question"],
-        batch["drafts"],
-        batch["num_drafts"],
-        latent,
-        train=True,
-        rngs={"noise": noise_rng},
-      )
-      return pass_loss(
-        logits,
-        batch["drafts"],
-        batch["num_drafts"],
-        latent,
-        pass_weights[: batch["drafts"].shape[1]],
+      return batch_loss(
+        model, params, batch, latent, pass_weights, True, {"noise": noise_rng}
       )
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params
     )
     state = state.apply_gradients(grads).replace(rng=rng)
-    metrics = dict(
-      metrics,
-      loss=loss,
-      grad_norm=optax.global_norm(grads),
-    )
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return state, metrics
 
   return train_step
@@ -102,20 +102,8 @@ def make_eval_step(model, pass_weights):
   pass_weights = jnp.asarray(pass_weights, jnp.float32)
 
   def eval_step(params, batch, latent):
-    logits = model.apply(
-      {"params": params},
-      batch["question"],
-      batch["drafts"],
-      batch["num_drafts"],
-      latent,
-      train=False,
-    )
-    loss, metrics = pass_loss(
-      logits,
-      batch["drafts"],
-      batch["num_drafts"],
-      latent,
-      pass_weights[: batch["drafts"].shape[1]],
+    loss, metrics = batch_loss(
+      model, params, batch, latent, pass_weights, False
     )
     return dict(metrics, loss=loss)
 

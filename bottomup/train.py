@@ -194,6 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
     # 4. The step loop.
     train_time, t0 = 0.0, time.time()
+    rate_step, rate_t = start, time.time()  # for steps/s between logs
     last_saved = latest
     m = None
     with checkpoint.PreemptionGuard() as guard:
@@ -205,7 +206,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
           m = jax.device_get(m)
           _check_finite(m, step, last_saved, ckpt)
           scalars = steps.summarize(m)
-          scalars["steps_per_s"] = (step - start) / (time.time() - t0)
+          now = time.time()
+          scalars["steps_per_s"] = (step - rate_step) / (now - rate_t)
+          rate_step, rate_t = step, now
           writer.write_scalars(step, scalars)
           bar.update(step, {"loss": scalars["loss"]})
         if ckpt.should_save(step) or guard.requested:
@@ -233,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
           print(
             f"step {step}: valid accuracy {valid['accuracy']:.4f}", flush=True
           )
-          t0 = time.time()
+          t0 = rate_t = time.time()
       bar.close()
       train_time += time.time() - t0
       final_step = config.train.num_steps

@@ -98,3 +98,35 @@ def get_config() -> ml_collections.ConfigDict:
     ("vocab", "tensor"),
   )
   return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> None:
+  """A tiny model and a few steps: checks the pipeline, not the numbers."""
+  c.model.d_model = 32
+  c.model.num_heads = 2
+  c.model.mlp_dim = 64
+  c.model.num_encoder_layers = 2
+  c.model.num_slots = 2
+  c.train.num_steps = 20
+  c.train.log_every = 5
+  c.train.checkpoint_every = 10
+  c.train.progress_bar = False
+  c.eval.every_steps = 20
+
+
+def accel(c: ml_collections.ConfigDict) -> None:
+  """The model size for one modern GPU or a TPU slice."""
+  c.model.d_model = 384
+  c.model.num_heads = 6
+  c.model.mlp_dim = 1536
+  c.model.num_encoder_layers = 8
+  c.model.num_decoder_layers = 2
+  c.model.num_slots = 16
+  c.model.remat = False  # Memory is plentiful at this size.
+  c.optim.learning_rate = 1e-3
+
+
+def unknown_preset(preset: str) -> ValueError:
+  return ValueError(
+    f"unknown preset {preset!r}; known: smoke, quickstart, cpu, accel"
+  )

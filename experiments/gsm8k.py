@@ -32,16 +32,9 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   c.eval.final_num_examples = 1319  # The whole test split.
   c.eval.batch_size = 100
   if preset == "smoke":
-    c.model.d_model = 32
-    c.model.num_heads = 2
-    c.model.mlp_dim = 64
-    c.model.num_encoder_layers = 2
-    c.model.num_slots = 2
+    base.smoke(c)
     c.train.batch_size = 8
     c.train.num_steps = 10
-    c.train.log_every = 5
-    c.train.checkpoint_every = 10
-    c.train.progress_bar = False
     c.eval.every_steps = 10
     c.eval.num_examples = 8
     c.eval.batch_size = 8
@@ -55,16 +48,9 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
     c.eval.every_steps = 1000
     c.eval.num_examples = 500  # The whole valid split.
   elif preset == "accel":
-    c.model.d_model = 384
-    c.model.num_heads = 6
-    c.model.mlp_dim = 1536
-    c.model.num_encoder_layers = 8
-    c.model.num_decoder_layers = 2
+    base.accel(c)
     c.train.batch_size = 128
     c.train.num_steps = 6000
-    c.optim.learning_rate = 1e-3
   else:
-    raise ValueError(
-      f"unknown preset {preset!r}; known: smoke, quickstart, cpu, accel"
-    )
+    raise base.unknown_preset(preset)
   return c

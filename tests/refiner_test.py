@@ -170,19 +170,33 @@ def test_place_index_by_hand():
   )
 
 
-def test_corrupt_touches_content_tokens_only():
-  specials = jnp.arange(FIRST_CONTENT_ID)
+def test_corrupt_keeps_specials_and_shapes():
+  specials = jnp.arange(1, FIRST_CONTENT_ID)  # no PAD: PAD is padding
   content = jnp.arange(FIRST_CONTENT_ID, V)
-  tokens = jnp.tile(jnp.concatenate([specials, content]), (4, 1))
+  row = jnp.concatenate([content[:5], specials, content[5:]])
+  tokens = jnp.tile(jnp.concatenate([row, jnp.zeros(6, row.dtype)]), (4, 1))
   key = jax.random.key(3)
-  out = refiner.corrupt(key, tokens, 1.0, V)
-  is_content = tokens >= FIRST_CONTENT_ID
-  np.testing.assert_array_equal(out[~is_content], tokens[~is_content])
-  assert jnp.all(out[is_content] >= FIRST_CONTENT_ID)
-  assert jnp.all(out[is_content] < V)
-  # With p = 1 every content token is redrawn: most change.
-  assert jnp.mean(out[is_content] != tokens[is_content]) > 0.8
   np.testing.assert_array_equal(refiner.corrupt(key, tokens, 0.0, V), tokens)
+  for prob in (0.3, 1.0):
+    out = np.asarray(refiner.corrupt(key, tokens, prob, V))
+    assert out.shape == tokens.shape
+    for r in range(out.shape[0]):
+      # Specials are never substituted, deleted or inserted: their order is
+      # kept (insertions may push the tail past the end, so compare a
+      # prefix).
+      got = [int(t) for t in out[r] if 0 < t < FIRST_CONTENT_ID]
+      want = [int(t) for t in tokens[r] if 0 < t < FIRST_CONTENT_ID]
+      assert got == want[: len(got)]
+      written = out[r][out[r] >= FIRST_CONTENT_ID]
+      assert np.all(written < V)
+  # With p = 1 every content token is deleted and a random one inserted
+  # before it: the content count is kept but nearly all tokens differ.
+  out = np.asarray(refiner.corrupt(key, tokens[:, :5], 1.0, V))
+  assert np.all(out >= FIRST_CONTENT_ID)
+  assert np.mean(out != np.asarray(tokens[:, :5])) > 0.8
+  # Deletion alone shortens a draft: PADs appear at the end.
+  shorter = np.asarray(refiner.corrupt(jax.random.key(5), tokens, 0.3, V))
+  assert (shorter == 0).sum() != (np.asarray(tokens) == 0).sum()
 
 
 def test_train_noise_changes_logits_only_when_enabled(params):

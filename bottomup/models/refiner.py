@@ -289,9 +289,38 @@ class Refiner(nn.Module):
 
 
 def corrupt(key, tokens, prob, vocab_size):
-  """Substitutes content tokens by random content tokens with prob `prob`."""
-  k1, k2 = jax.random.split(key)
+  """Token noise on a draft: substitution, deletion and insertion.
+
+  Each content token (never PAD/EOS/specials) is independently substituted
+  by a random content token, deleted, or preceded by an inserted random
+  token, each with probability `prob`. Shapes stay fixed: deletions pad at
+  the end, insertions push the tail right and cut it at the length.
+
+  Args:
+    key: a PRNG key.
+    tokens: int32 [B, L].
+    prob: probability of each kind of noise per token.
+    vocab_size: random tokens are drawn from [FIRST_CONTENT_ID, vocab_size).
+
+  Returns:
+    int32 [B, L].
+  """
+  k_sub, k_del, k_ins, k_tok1, k_tok2 = jax.random.split(key, 5)
+  b, length = tokens.shape
   content = tokens >= FIRST_CONTENT_ID
-  flip = jax.random.bernoulli(k1, prob, tokens.shape) & content
-  noise = jax.random.randint(k2, tokens.shape, FIRST_CONTENT_ID, vocab_size)
-  return jnp.where(flip, noise, tokens)
+  rand = lambda k: jax.random.randint(
+    k, tokens.shape, FIRST_CONTENT_ID, vocab_size
+  )
+  sub = jax.random.bernoulli(k_sub, prob, tokens.shape) & content
+  tokens = jnp.where(sub, rand(k_tok1), tokens)
+  delete = jax.random.bernoulli(k_del, prob, tokens.shape) & content
+  insert = jax.random.bernoulli(k_ins, prob, tokens.shape) & content
+  # Interleave [inserted_i, token_i] into 2L slots, mark the empty ones,
+  # then move the kept slots to the front in order (a stable compaction).
+  slots = jnp.stack([rand(k_tok2), tokens], axis=-1).reshape(b, 2 * length)
+  keep = jnp.stack([insert, ~delete], axis=-1).reshape(b, 2 * length)
+  idx = jnp.arange(2 * length)
+  order = jnp.argsort(jnp.where(keep, idx, idx + 2 * length), axis=-1)
+  packed = jnp.take_along_axis(slots, order, axis=-1)
+  kept = jnp.take_along_axis(keep, order, axis=-1)
+  return jnp.where(kept, packed, PAD_ID)[:, :length].astype(tokens.dtype)
