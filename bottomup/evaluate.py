@@ -151,7 +151,7 @@ class Evaluator:
       for t, d in enumerate(s["drafts"]):
         print(f"  pass {t}: {task.format_draft(d) if d else '(latent)'}")
       mark = "correct" if s["correct"] else "wrong"
-      print(f"  answer: {s['answer']!r} ({mark})")
+      print(f"  reference answer: {task.format_answer(s['answer'])} ({mark})")
     sys.stdout.flush()
 
 

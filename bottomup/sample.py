@@ -43,7 +43,7 @@ def main(argv):
   for t, d in enumerate(drafts):
     print(f"  pass {t}: {task.format_draft(d) if d else '(latent)'}")
   answer = task.extract_answer(drafts[-1]) if drafts else None
-  print(f"answer: {answer}")
+  print(f"answer: {task.format_answer(answer) if answer else None}")
 
 
 if __name__ == "__main__":

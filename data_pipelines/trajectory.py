@@ -199,6 +199,10 @@ class Task(abc.ABC):
     """A human-readable rendering of one draft (identity by default)."""
     return draft
 
+  def format_answer(self, answer: str) -> str:
+    """A human-readable rendering of an answer (identity by default)."""
+    return answer
+
 
 def check_unique_ids(trajs: Sequence[Trajectory]) -> None:
   """Raises DataError if two trajectories share an id."""

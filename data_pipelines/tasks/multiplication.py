@@ -244,6 +244,10 @@ class MultiplicationTask(Task):
 
     return re.sub(r"\d+", fix, draft).replace("+", "+ ").replace("=", " = ")
 
+  def format_answer(self, answer: str) -> str:
+    """LSD-first digits -> the ordinary number."""
+    return str(unrev(answer)) if answer.isdigit() else answer
+
   def format_question(self, question: str) -> str:
     a, b = self.operands(question)
     return f"{a} * {b}"
