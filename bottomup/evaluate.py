@@ -64,6 +64,7 @@ class Evaluator:
     batch, counts = self.data.encode(trajs)
     n = len(trajs)
     texts: list[list[str]] = []
+    votes: list[list[str | None]] = [[] for _ in trajs]
     tf_sums = None
     rng = jax.random.key(self.config.seed + 7)
     shape = (self.data.shapes.max_drafts, self.data.shapes.max_draft_len)
@@ -88,6 +89,12 @@ class Evaluator:
       )
       pos_hits += hits
       pos_n += valid
+      for _ in range(self.config.sampling.num_votes - 1):
+        rng, key = jax.random.split(rng)
+        final = self._refine(params, chunk["question"], key).final
+        final = np.asarray(jax.device_get(final))[: bs - pad]
+        for i, row in enumerate(final):
+          votes[lo + i].append(task.extract_answer(tok.decode(row)))
       m = jax.device_get(self._eval_step(params, chunk, self.latent))
       m = {k: np.asarray(v) for k, v in m.items() if k != "loss"}
       tf_sums = m if tf_sums is None else {k: tf_sums[k] + m[k] for k in m}
@@ -95,9 +102,14 @@ class Evaluator:
     correct, per_pass = [], np.zeros(self.data.shapes.max_drafts)
     per_pass_n = np.zeros_like(per_pass)
     samples = []
-    for traj, drafts in zip(trajs, texts):
+    first_correct = []
+    for traj, drafts, others in zip(trajs, texts, votes):
       final = drafts[-1] if drafts else ""
       ok = task.verify(final, traj.answer)
+      first_correct.append(ok)
+      if others:  # self-consistency: the first sample votes too
+        voted = sampling.majority_vote([[task.extract_answer(final), *others]])
+        ok = voted[0] == task.canonical_answer(traj.answer)
       correct.append(ok)
       for t, ref in enumerate(traj.drafts[: len(per_pass)]):
         if self.latent[t] or t >= len(drafts):
@@ -119,6 +131,8 @@ class Evaluator:
       accuracy=float(np.mean(correct)) if correct else 0.0,
       num_examples=n,
       num_correct=int(np.sum(correct)),
+      # Without voting this equals `accuracy`.
+      first_sample_accuracy=float(np.mean(first_correct)) if trajs else 0.0,
       per_pass_exact_match=[
         round(float(a / b), 4) if b else None
         for a, b in zip(per_pass, per_pass_n)
@@ -178,6 +192,14 @@ def _load_file(task, path, scheme) -> list[Trajectory]:
   return list(task.load(pathlib.Path(path), split="eval", scheme=scheme))
 
 
+def quiet_libraries() -> None:
+  """orbax and clu log every step at INFO; keep WARNING unless asked."""
+  from absl import flags, logging
+
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def restore_run(workdir, sampling_overrides: dict | None = None):
   """Config, data, model, mesh and latest params of a training workdir.
 
@@ -193,6 +215,7 @@ def restore_run(workdir, sampling_overrides: dict | None = None):
 
   from bottomup import checkpoint, datasets, sharding, train
   from bottomup.models import get_model
+  from experiments import base
 
   workdir = pathlib.Path(workdir)
   cfg_path = workdir / "config.json"
@@ -200,7 +223,16 @@ def restore_run(workdir, sampling_overrides: dict | None = None):
     raise FileNotFoundError(f"{cfg_path} not found: is {workdir} a workdir?")
   import json
 
-  config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
+  saved = json.loads(cfg_path.read_text())
+  # Fields added to the base config after this run was trained take their
+  # defaults, so that older workdirs still load.
+  for group, values in base.get_config().to_dict().items():
+    if isinstance(values, dict):
+      for k, v in values.items():
+        saved.setdefault(group, {}).setdefault(k, v)
+    else:
+      saved.setdefault(group, values)
+  config = ml_collections.ConfigDict(saved)
   for k, v in (sampling_overrides or {}).items():
     if v is not None:
       config.sampling[k] = v
@@ -237,6 +269,7 @@ def main(argv):
   from bottomup import metrics
 
   f = flags.FLAGS
+  quiet_libraries()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if f.split and f.eval_file:
@@ -249,6 +282,7 @@ def main(argv):
       extra_passes=f.extra_passes,
       top_k=f.top_k,
       top_p=f.top_p,
+      num_votes=f.num_votes,
     ),
   )
   split = f.split or config.eval.final_split
@@ -285,5 +319,6 @@ if __name__ == "__main__":
   flags.DEFINE_float("top_p", None, "Top-p override.")
   flags.DEFINE_integer("num_samples", None, "Samples per pass override.")
   flags.DEFINE_integer("extra_passes", None, "Extra passes override.")
+  flags.DEFINE_integer("num_votes", None, "Self-consistency votes override.")
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

@@ -6,10 +6,10 @@
 Rerunning the same command resumes from the last checkpoint in DIR.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from bottomup import train
+from bottomup import evaluate, train
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -26,9 +26,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not flags.FLAGS["verbosity"].present:
-    # orbax and clu log every save at INFO; the progress bar says enough.
-    logging.set_verbosity(logging.WARNING)
+  evaluate.quiet_libraries()
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -18,6 +18,7 @@ flags.mark_flags_as_required(["workdir", "question"])
 
 
 def main(argv):
+  evaluate.quiet_libraries()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config, data, model, _, params, step = evaluate.restore_run(

@@ -83,6 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampling.top_p = 1.0  # 1 = off.
   c.sampling.num_samples = 1  # Samples per pass, best kept by likelihood.
   c.sampling.extra_passes = 0  # Re-apply the last pass up to k times.
+  # Self-consistency: solve each problem k times, majority-vote the final
+  # answers (use with temperature > 0; 1 = off).
+  c.sampling.num_votes = 1
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest.

@@ -473,6 +473,15 @@ def cli(smoke_run, tmp_path_factory):
       "--num=16",
       f"--output={out / 'valid.json'}",
     ),
+    "eval_votes": (
+      "bottomup.evaluate",
+      w,
+      "--split=valid",
+      "--num=16",
+      "--temperature=1.0",
+      "--num_votes=3",
+      f"--output={out / 'votes.json'}",
+    ),
     "eval_both": (
       "bottomup.evaluate",
       w,
@@ -525,6 +534,18 @@ def test_evaluate_cli_on_valid_split(cli):
   res = _read_json(out / "valid.json")
   assert res["source"] == "valid"
   assert res["num_examples"] == 16
+
+
+def test_evaluate_cli_self_consistency(cli):
+  done, out, _, _ = cli
+  _ok(done["eval_votes"])
+  votes = _read_json(out / "votes.json")
+  assert votes["num_examples"] == 16
+  assert 0.0 <= votes["accuracy"] <= 1.0
+  assert 0.0 <= votes["first_sample_accuracy"] <= 1.0
+  # Without voting the two figures are the same by definition.
+  single = _read_json(out / "eval.json")
+  assert single["accuracy"] == single["first_sample_accuracy"]
 
 
 def test_evaluate_cli_rejects_split_and_file(cli):
