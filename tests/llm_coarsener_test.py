@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from data_pipelines.coarseners import llm
+from data_pipelines.coarseners import chat_client, llm
 
 KEY = "sk-test-SECRET-0123456789"
 MODEL = "fake-model-1"
@@ -223,7 +223,7 @@ def test_interrupted_cache_write_leaves_nothing(tmp_path, monkeypatch):
     f.write('{"content": "half')
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(llm.json, "dump", dump_then_die)
+  monkeypatch.setattr(chat_client.json, "dump", dump_then_die)
   with pytest.raises(KeyboardInterrupt):
     cache.put("k", {"content": "full"})
   assert list(tmp_path.iterdir()) == []
