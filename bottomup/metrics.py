@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import jax
 import numpy as np
+from absl import logging
 from etils import epath
 
 METRICS_JSONL = "metrics.jsonl"
@@ -52,16 +53,9 @@ class MetricWriter:
     self._jsonl: TextIO | None = None
     if not self.active:
       return
-    # Imported here: clu's metric_writers package imports TensorFlow at
-    # import time, which processes that write nothing should not pay for.
-    from clu import metric_writers
-
     workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    # Asynchronous: event-file writes must not stall the training loop.
-    self._writer = metric_writers.create_default_writer(
-      os.fspath(workdir), asynchronous=True
-    )
+    self._writer = _default_writer(workdir)
     if "://" not in os.fspath(workdir):  # Object stores cannot append.
       self._jsonl = (workdir / METRICS_JSONL).open("a")
 
@@ -205,6 +199,42 @@ class ProgressBar:
     print(" | ".join(parts), file=stream, flush=True)
     self._last_step, self._last_time = step, now
     self._pending = None
+
+
+def _default_writer(workdir: epath.Path):
+  """clu's TensorBoard + log writer, or a log-only one without TensorFlow."""
+  try:
+    # Imported here: clu's metric_writers package imports TensorFlow at
+    # import time, which processes that write nothing should not pay for.
+    from clu import metric_writers
+  except ImportError:
+    # Accelerator hosts may have no TensorFlow: metrics.jsonl and the log
+    # still carry every value.
+    logging.warning("TensorFlow/clu unavailable: no TensorBoard event files")
+    return _LogWriter()
+  # Asynchronous: event-file writes must not stall the training loop.
+  return metric_writers.create_default_writer(
+    os.fspath(workdir), asynchronous=True
+  )
+
+
+class _LogWriter:
+  """The clu writer interface, logging only (no TensorFlow needed)."""
+
+  def write_scalars(self, step, scalars):
+    logging.info("[%d] %s", step, scalars)
+
+  def write_texts(self, step, texts):
+    logging.info("[%d] %s", step, texts)
+
+  def write_hparams(self, hparams):
+    logging.info("hparams %s", hparams)
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -1,6 +1,7 @@
 """Tests for bottomup.metrics."""
 
 import io
+import sys
 import json
 
 import jax.numpy as jnp
@@ -105,3 +106,18 @@ def test_format_duration():
   assert metrics._format_duration(4.2) == "4s"
   assert metrics._format_duration(65) == "1m05s"
   assert metrics._format_duration(3725) == "1h02m05s"
+
+
+def test_writer_without_tensorflow_logs_and_keeps_jsonl(tmp_path, monkeypatch):
+  # A host without TensorFlow: importing clu's metric writers fails.
+  import clu
+
+  monkeypatch.delattr(clu, "metric_writers", raising=False)
+  monkeypatch.setitem(sys.modules, "clu.metric_writers", None)
+  with metrics.MetricWriter(tmp_path / "w", process_index=0) as writer:
+    writer.write_scalars(3, {"loss": 1.5})
+    writer.write_hparams({"a": {"b": 1}})
+    writer.write_texts(3, {"sample": "x"})
+  lines = (tmp_path / "w" / metrics.METRICS_JSONL).read_text().splitlines()
+  assert [json.loads(x) for x in lines] == [{"step": 3, "loss": 1.5}]
+  assert not list((tmp_path / "w").glob("events.out.tfevents*"))
