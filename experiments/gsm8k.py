@@ -18,39 +18,16 @@ the config exists so the pipeline and tables cover the task.
 
 import ml_collections
 
-from experiments import base
+from experiments import prontoqa
 
 
 def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
-  """The GSM8K config for `preset`."""
-  c = base.get_config()
+  """The GSM8K config for `preset`: the ProntoQA recipe on GSM8K data."""
+  c = prontoqa.get_config(preset)
   c.data.task = "gsm8k"
   c.data.scheme = "plan"
-  c.data.source = "prepared"
-  c.data.data_dir = "prepared"
-  c.model.max_places = 8  # Text task: few long digit runs.
-  c.eval.final_num_examples = 1319  # The whole test split.
-  c.eval.batch_size = 100
-  if preset == "smoke":
-    base.smoke(c)
-    c.train.batch_size = 8
-    c.train.num_steps = 10
-    c.eval.every_steps = 10
-    c.eval.num_examples = 8
-    c.eval.batch_size = 8
-    c.eval.final_num_examples = 8
-  elif preset == "quickstart":
-    c.train.batch_size = 32
-    c.train.num_steps = 1000
-  elif preset == "cpu":
-    c.train.batch_size = 32
-    c.train.num_steps = 6000
-    c.eval.every_steps = 1000
+  if preset != "smoke":
+    c.eval.final_num_examples = 1319  # The whole test split.
+  if preset == "cpu":
     c.eval.num_examples = 500  # The whole valid split.
-  elif preset == "accel":
-    base.accel(c)
-    c.train.batch_size = 128
-    c.train.num_steps = 6000
-  else:
-    raise base.unknown_preset(preset)
   return c
