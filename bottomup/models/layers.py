@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -168,14 +169,27 @@ class RMSNorm(nn.Module):
     return x * jax.lax.rsqrt(var + self.eps) * scale
 
 
-def rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0):
-  """Rotary position embedding. x: [B, L, H, K]; positions: [B, L]."""
-  k = x.shape[-1]
-  freqs = base ** (-jnp.arange(0, k, 2, dtype=_F32) / k)  # [K/2]
+class RopeTables(NamedTuple):
+  """sin/cos of the rotary angles, [B, L, 1, K/2] each."""
+
+  sin: jax.Array
+  cos: jax.Array
+
+
+def rope_tables(positions: jax.Array, head_dim: int, base: float = 10_000.0):
+  """Rotary tables for positions [B, L]: compute once, use in every layer."""
+  freqs = base ** (-jnp.arange(0, head_dim, 2, dtype=_F32) / head_dim)
   angles = positions[..., None].astype(_F32) * freqs  # [B, L, K/2]
-  sin, cos = jnp.sin(angles)[:, :, None], jnp.cos(angles)[:, :, None]
+  return RopeTables(jnp.sin(angles)[:, :, None], jnp.cos(angles)[:, :, None])
+
+
+def rope(x: jax.Array, positions: jax.Array | RopeTables):
+  """Rotary position embedding. x: [B, L, H, K]; positions [B, L] or tables."""
+  t = positions
+  if not isinstance(t, RopeTables):
+    t = rope_tables(positions, x.shape[-1])
   x1, x2 = jnp.split(x.astype(_F32), 2, axis=-1)
-  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+  return jnp.concatenate([x1 * t.cos - x2 * t.sin, x2 * t.cos + x1 * t.sin], -1)
 
 
 def attend(q, k, v, mask, compute_dtype):

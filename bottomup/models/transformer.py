@@ -60,6 +60,7 @@ class Encoder(nn.Module):
   def __call__(self, x, valid, positions):
     """x [B, L, D]; valid [B, L] (False for padding); positions [B, L]."""
     mask = valid[:, None, :]  # every query sees every valid key
+    positions = layers.rope_tables(positions, self.cfg.head_dim)
     for i in range(self.num_layers):
       x = EncoderBlock(self.cfg, name=f"block_{i}")(x, mask, positions)
     return layers.RMSNorm(name="final_norm")(x)
@@ -130,6 +131,7 @@ class Decoder(nn.Module):
     """Teacher-forced. x [B, L, D]; memory [B, S, D]; memory_mask [B, S]."""
     b, length = x.shape[:2]
     positions = jnp.broadcast_to(jnp.arange(length), (b, length))
+    positions = layers.rope_tables(positions, self.cfg.head_dim)
     causal = jnp.tril(jnp.ones((length, length), bool))[None]
     mm = memory_mask[:, None, :]
     for block in self.blocks:
