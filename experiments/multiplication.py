@@ -9,8 +9,9 @@ trains a 1.1M-parameter refiner on freshly generated 4x4 problems (scheme
 `scale`: each pass adds one partial product of b's most significant digits
 and writes the new estimate), then evaluates it on 1,000 held-out generated
 problems (operands disjoint from training by construction) and prints the
-accuracy and one coarse-to-fine trajectory. Expected: >= 99% exact match in
-about 15-20 minutes on 2 CPU cores.
+accuracy and one coarse-to-fine trajectory. Measured on 2 CPU cores
+(2026-12-05): 99.9% (999/1000) in 14m51s, compilation and evaluation
+included. The `cpu` preset (3000 steps): 100% (1000/1000) in 59 minutes.
 
 Presets (`experiments/multiplication.py:PRESET`):
   smoke       seconds; tests and CI check the pipeline, not the numbers.
