@@ -192,6 +192,17 @@ def _load_file(task, path, scheme) -> list[Trajectory]:
   return list(task.load(pathlib.Path(path), split="eval", scheme=scheme))
 
 
+# `sampling` config fields that evaluate's flags of the same name override.
+SAMPLING_FLAGS = (
+  "temperature",
+  "top_k",
+  "top_p",
+  "num_samples",
+  "extra_passes",
+  "num_votes",
+)
+
+
 def quiet_libraries() -> None:
   """orbax and clu log every step at INFO; keep WARNING unless asked."""
   from absl import flags, logging
@@ -276,14 +287,7 @@ def main(argv):
     raise app.UsageError("give --split or --eval_file, not both")
   config, data, model, mesh, params, step = restore_run(
     f.workdir,
-    dict(
-      temperature=f.temperature,
-      num_samples=f.num_samples,
-      extra_passes=f.extra_passes,
-      top_k=f.top_k,
-      top_p=f.top_p,
-      num_votes=f.num_votes,
-    ),
+    {name: getattr(f, name) for name in SAMPLING_FLAGS},
   )
   split = f.split or config.eval.final_split
   if f.eval_file:

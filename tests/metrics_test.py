@@ -1,8 +1,8 @@
 """Tests for bottomup.metrics."""
 
 import io
-import sys
 import json
+import sys
 
 import jax.numpy as jnp
 import numpy as np

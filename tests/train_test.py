@@ -6,7 +6,6 @@ CPU device, with a timeout.
 """
 
 import concurrent.futures
-import importlib
 import json
 import os
 import pathlib
@@ -16,41 +15,17 @@ import subprocess
 import sys
 import time
 
-import jax.numpy as jnp
 import pytest
+from runs import ckpt_steps as _ckpt_steps
+from runs import read_json as _read_json
+from runs import smoke_config as _smoke_config
 
-from bottomup import sharding, steps, train
+from bottomup import sharding, train
 from data_pipelines.tasks import multiplication
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = "experiments/multiplication.py:smoke"
 TIMEOUT = 240  # seconds for any one subprocess
-
-
-def _smoke_config(**overrides):
-  """The locked smoke config with `a__b=v` meaning `config.a.b = v`."""
-  cfg = importlib.import_module("experiments.multiplication").get_config(
-    "smoke"
-  )
-  cfg.lock()
-  for key, value in overrides.items():
-    *groups, field = key.split("__")
-    node = cfg
-    for g in groups:
-      node = node[g]
-    node[field] = value
-  return cfg
-
-
-def _read_json(path):
-  return json.loads(pathlib.Path(path).read_text())
-
-
-def _ckpt_steps(workdir):
-  d = pathlib.Path(workdir) / "checkpoints"
-  if not d.is_dir():
-    return []
-  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit())
 
 
 # -- In-process training ------------------------------------------------------
@@ -160,42 +135,6 @@ def test_model_variants_train(overrides, tmp_path):
     assert per_pass[:2] == [None, None]
     assert all(x is not None for x in per_pass[2:])
   assert _ckpt_steps(tmp_path) == [4]
-
-
-def _nan_after(bad_step):
-  """A make_train_step whose loss is NaN from step `bad_step` on."""
-  make = steps.make_train_step
-
-  def make_bad(model, pass_weights):
-    step_fn = make(model, pass_weights)
-
-    def bad(state, batch, latent):
-      state, m = step_fn(state, batch, latent)
-      loss = jnp.where(state.step >= bad_step, jnp.nan, m["loss"])
-      return state, dict(m, loss=loss)
-
-    return bad
-
-  return make_bad
-
-
-def test_nan_loss_stops_before_checkpointing(tmp_path, monkeypatch):
-  # NaN from step 12: the check at the next log step (15) stops the run, and
-  # the checkpoint due at 20 is never written.
-  monkeypatch.setattr(steps, "make_train_step", _nan_after(12))
-  with pytest.raises(train.NonFiniteLossError, match="step 15") as e:
-    train.train_and_evaluate(_smoke_config(), str(tmp_path))
-  assert "last checkpoint: step 10" in str(e.value)
-  assert _ckpt_steps(tmp_path) == [10]
-  assert not (tmp_path / "eval_results.json").exists()
-
-
-def test_nan_on_checkpoint_step_is_not_saved(tmp_path, monkeypatch):
-  # Logging every 4 steps misses step 10; the check before saving catches it.
-  monkeypatch.setattr(steps, "make_train_step", _nan_after(9))
-  with pytest.raises(train.NonFiniteLossError, match="step 10"):
-    train.train_and_evaluate(_smoke_config(train__log_every=4), str(tmp_path))
-  assert _ckpt_steps(tmp_path) == []
 
 
 # -- Subprocesses --------------------------------------------------------------
