@@ -9,7 +9,7 @@ in `data_pipelines.builders`):
   1. the TFDS dataset, built offline (`builders.trajectories`);
   2. a sentencepiece tokenizer trained on the train split's questions and
      drafts (`char` when the text has no letters, as in multiplication;
-     `unigram` otherwise), checked to decode every train draft exactly;
+     `bpe` otherwise), checked to decode every train draft exactly;
   3. `tokens_<split>.npz` (`builders.tokenized`), read without TensorFlow;
   4. `stats.json`: sizes, token-length percentiles, suggested shapes and the
      over-length counts at those shapes;
@@ -94,7 +94,12 @@ def train_tokenizer(
   """
   if model_type == "auto":
     letters = any(c.isalpha() for t in texts for c in set(t))
-    model_type = "unigram" if letters else "char"
+    # BPE, not unigram: on a small-vocabulary text such as ProntoQA the
+    # unigram trainer caps the vocabulary at a few hundred pieces (most of
+    # them byte fallbacks) and splits common words; BPE merges up to whole
+    # words (ProntoQA questions: 152 tokens at the 99.9th percentile, against
+    # 296 with unigram; GSM8K about equal).
+    model_type = "bpe" if letters else "char"
   if model_type == "char":
     return tok_lib.Tokenizer.train(texts, model_type="char"), model_type
   size = vocab_size or DEFAULT_TEXT_VOCAB_SIZE
@@ -366,7 +371,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     "--model_type",
     default="auto",
     choices=("auto", "char", "unigram", "bpe"),
-    help="tokenizer type (auto: char for text without letters)",
+    help="tokenizer type (auto: char for text without letters, else bpe)",
   )
   parser.add_argument("--vocab_size", type=int, help="unigram/bpe vocab")
   return parser.parse_args(argv)

@@ -136,7 +136,7 @@ def test_gsm8k_text_task(tmp_path, capsys):
   assert rc == 0, err
   path = builders.dataset_dir(out_dir, "gsm8k")
   stats = json.loads((path / builders.STATS_FILE).read_text())
-  assert stats["tokenizer"]["model_type"] == "unigram"
+  assert stats["tokenizer"]["model_type"] == "bpe"
   assert {s: v["examples"] for s, v in stats["splits"].items()} == {
     "train": 40,
     "valid": gsm8k.NUM_VALID,
