@@ -5,6 +5,11 @@ its seeded generator with a char tokenizer trained on a fixed generated
 sample; `source=prepared` reads a dataset made by `data_pipelines.prepare`.
 The tokenizer is saved in the workdir so that evaluation and sampling
 reload exactly the one training used.
+
+`data.view` (default: the model's, see `bottomup.models.default_view`)
+picks what the model writes from each trajectory: all drafts for the
+refiner, one sequence for the baselines (`data_pipelines.views`). Training
+streams, shapes and evaluation problems all go through the same view.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import pathlib
 import jax
 import ml_collections
 
-from data_pipelines import batching, tasks
+from data_pipelines import batching, tasks, views
 from data_pipelines import tokenizer as tok_lib
 from data_pipelines.trajectory import Task, Trajectory
 
@@ -31,6 +36,11 @@ class Data:
   shapes: batching.Shapes
   cfg: ml_collections.ConfigDict
   seed: int
+  view: str = "trajectory"
+
+  def apply_view(self, trajs) -> list[Trajectory]:
+    """Trajectories as the model sees them (see `data_pipelines.views`)."""
+    return [views.view_trajectory(self.task, t, self.view) for t in trajs]
 
   def train_stream(self, batch_size: int, start_step: int = 0):
     """This process's share of the training batches, from `start_step`."""
@@ -49,6 +59,7 @@ class Data:
         process_count=n_proc,
         overlength=self.cfg.overlength,
         start_step=start_step,
+        transform=self.apply_view,
       )
     from data_pipelines import input_pipeline
 
@@ -63,13 +74,17 @@ class Data:
       scheme=self.scheme,
       overlength=self.cfg.overlength,
       start_step=start_step,
+      transform=self._view_split,
     )
+
+  def _view_split(self, split):
+    return views.view_split(self.task, self.tokenizer, split, self.view)
 
   def trajectories(self, split: str, num: int) -> list[Trajectory]:
     """The first `num` problems of `split` (generated or prepared)."""
     if self.cfg.source == "generator":
       # A seed that differs from training's; splits are disjoint anyway.
-      return list(
+      return self.apply_view(
         self.task.trajectories(
           split, scheme=self.scheme, num=num, seed=self.seed + 1
         )
@@ -79,7 +94,9 @@ class Data:
     rows = input_pipeline.load_split(
       self.cfg.data_dir, self.task.name, split, scheme=self.scheme
     )
-    return _decode_split(rows, self.tokenizer, self.task.name, num)
+    return self.apply_view(
+      _decode_split(rows, self.tokenizer, self.task.name, num)
+    )
 
   def encode(self, trajs):
     """A numpy batch of `trajs` at the training shapes (counts over-length)."""
@@ -121,11 +138,23 @@ def _auto_shapes(cfg, tokenizer, sample: list[Trajectory]) -> batching.Shapes:
   )
 
 
+def _view_shapes(cfg, tokenizer, rows) -> batching.Shapes:
+  """Shapes that fit a viewed split entirely (one draft per example)."""
+  return batching.Shapes(
+    max_question_len=cfg.max_question_len or int(rows.question_lengths().max()),
+    max_draft_len=cfg.max_draft_len or int(rows.draft_lengths().max()) + 1,
+    max_drafts=1,
+  )
+
+
 def build(config: ml_collections.ConfigDict, workdir) -> Data:
   """Task, tokenizer (trained or reloaded from the workdir) and shapes."""
+  from bottomup.models import default_view
+
   cfg = config.data
   task = tasks.get_task(cfg.task)
   scheme = task.check_scheme(cfg.scheme or None)
+  view = views.check_view(cfg.get("view") or default_view(config.model.name))
   spm_path = pathlib.Path(workdir) / tok_lib.MODEL_FILE
   if cfg.source == "generator":
     sample = list(
@@ -136,6 +165,8 @@ def build(config: ml_collections.ConfigDict, workdir) -> Data:
     if spm_path.exists():
       tokenizer = tok_lib.Tokenizer.load(spm_path)
     else:
+      # Trained on the full trajectories whatever the view, so that every
+      # model of a comparison reads the same tokens.
       texts = [t.question for t in sample] + [
         x for t in sample for x in t.drafts
       ]
@@ -157,13 +188,18 @@ def build(config: ml_collections.ConfigDict, workdir) -> Data:
     if jax.process_index() == 0:
       spm_path.parent.mkdir(parents=True, exist_ok=True)
       tokenizer.save(spm_path)
-    shapes = batching.Shapes(
-      max_question_len=cfg.max_question_len or suggested["max_question_len"],
-      max_draft_len=cfg.max_draft_len or suggested["max_draft_len"],
-      max_drafts=cfg.max_drafts or suggested["max_drafts"],
-    )
-    return Data(task, scheme, tokenizer, shapes, cfg, config.seed)
+    if view == "trajectory":
+      shapes = batching.Shapes(
+        max_question_len=cfg.max_question_len or suggested["max_question_len"],
+        max_draft_len=cfg.max_draft_len or suggested["max_draft_len"],
+        max_drafts=cfg.max_drafts or suggested["max_drafts"],
+      )
+    else:
+      viewed = views.view_split(task, tokenizer, rows, view)
+      shapes = _view_shapes(cfg, tokenizer, viewed)
+    return Data(task, scheme, tokenizer, shapes, cfg, config.seed, view)
   else:
     raise ValueError(f"data.source must be generator|prepared: {cfg.source!r}")
-  shapes = _auto_shapes(cfg, tokenizer, sample)
-  return Data(task, scheme, tokenizer, shapes, cfg, config.seed)
+  viewed = [views.view_trajectory(task, t, view) for t in sample]
+  shapes = _auto_shapes(cfg, tokenizer, viewed)
+  return Data(task, scheme, tokenizer, shapes, cfg, config.seed, view)

@@ -4,7 +4,9 @@
         [--output=JSON] [--num=N] [--config.sampling.x=y ...]
 
 Restores the latest checkpoint of DIR, solves the problems of a split (or of
-a file in the task's own format, e.g. an iCoT `.txt`) with `refine`, and
+a file in the task's own format, e.g. an iCoT `.txt`) with the model's
+sampler (`bottomup.generate.make_sampler`: passes for the refiner, one
+left-to-right or diffusion draft for the baselines), and
 reports `accuracy` (exact match of the verified final answer), the exact
 match of every pass's draft against the reference draft, and the
 teacher-forced loss per pass.
@@ -20,8 +22,9 @@ import jax
 import numpy as np
 from absl import app
 
-from bottomup import sampling, steps
+from bottomup import generate, sampling, steps
 from data_pipelines.trajectory import Trajectory
+from data_pipelines.views import format_viewed
 
 
 class Evaluator:
@@ -45,8 +48,10 @@ class Evaluator:
       num_samples=s.num_samples,
       max_draft_len=shapes.max_draft_len,
       latent=tuple(bool(x) for x in self.latent),
+      diffusion_steps=s.get("diffusion_steps", 0),
+      unmask_order=s.get("unmask_order", "random"),
     )
-    self._refine = sampling.make_refine(model, self.sampling_cfg)
+    self._refine = generate.make_sampler(model, self.sampling_cfg)
     self._eval_step = jax.jit(
       steps.make_eval_step(model, train.pass_weights(config, shapes.max_drafts))
     )
@@ -163,7 +168,7 @@ class Evaluator:
     for s in results["samples"]:
       print(f"\nQ: {fmt_q(s['question'])}")
       for t, d in enumerate(s["drafts"]):
-        print(f"  pass {t}: {task.format_draft(d) if d else '(latent)'}")
+        print(f"  pass {t}: {format_viewed(task, d) if d else '(latent)'}")
       mark = "correct" if s["correct"] else "wrong"
       print(f"  reference answer: {task.format_answer(s['answer'])} ({mark})")
     sys.stdout.flush()
@@ -200,6 +205,8 @@ SAMPLING_FLAGS = (
   "num_samples",
   "extra_passes",
   "num_votes",
+  "diffusion_steps",
+  "unmask_order",
 )
 
 
@@ -285,13 +292,15 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if f.split and f.eval_file:
     raise app.UsageError("give --split or --eval_file, not both")
+  if f.eval_file and not pathlib.Path(f.eval_file).is_file():
+    raise app.UsageError(f"--eval_file={f.eval_file}: no such file")
   config, data, model, mesh, params, step = restore_run(
     f.workdir,
     {name: getattr(f, name) for name in SAMPLING_FLAGS},
   )
   split = f.split or config.eval.final_split
   if f.eval_file:
-    trajs = _load_file(data.task, f.eval_file, data.scheme)
+    trajs = data.apply_view(_load_file(data.task, f.eval_file, data.scheme))
     if f.num:
       trajs = trajs[: f.num]
     source = f.eval_file
@@ -324,5 +333,14 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_samples", None, "Samples per pass override.")
   flags.DEFINE_integer("extra_passes", None, "Extra passes override.")
   flags.DEFINE_integer("num_votes", None, "Self-consistency votes override.")
+  flags.DEFINE_integer(
+    "diffusion_steps", None, "Masked diffusion: denoising steps override."
+  )
+  flags.DEFINE_enum(
+    "unmask_order",
+    None,
+    ["random", "confidence"],
+    "Masked diffusion: unmasking order override.",
+  )
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

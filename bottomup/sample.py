@@ -8,6 +8,7 @@ import numpy as np
 from absl import app, flags
 
 from bottomup import evaluate, sampling
+from data_pipelines.views import format_viewed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _QUESTION = flags.DEFINE_string("question", None, "A plain question.")
@@ -42,7 +43,7 @@ def main(argv):
   fmt_q = getattr(task, "format_question", lambda x: x)
   print(f"Q: {fmt_q(question)}   (model step {step})")
   for t, d in enumerate(drafts):
-    print(f"  pass {t}: {task.format_draft(d) if d else '(latent)'}")
+    print(f"  pass {t}: {format_viewed(task, d) if d else '(latent)'}")
   answer = task.extract_answer(drafts[-1]) if drafts else None
   print(f"answer: {task.format_answer(answer) if answer else None}")
 

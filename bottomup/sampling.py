@@ -62,6 +62,10 @@ class SamplingConfig:
     selection: how the kept sample is chosen: a key of `SELECTIONS`.
     latent: the latent passes, as one bool per pass or as pass indices.
     kv_cache: False recomputes the whole decoder prefix at every token.
+    diffusion_steps: denoising steps of a masked diffusion model (0 = one
+      per position, Ld).
+    unmask_order: masked diffusion: `random` (ancestral) or `confidence`
+      (the most confident masked positions first).
   """
 
   max_draft_len: int
@@ -75,6 +79,8 @@ class SamplingConfig:
   selection: str = "likelihood"
   latent: tuple[bool, ...] | tuple[int, ...] = ()
   kv_cache: bool = True
+  diffusion_steps: int = 0
+  unmask_order: str = "random"
 
   def __post_init__(self):
     # A list would make the config unhashable (it is a static jit argument).
@@ -90,6 +96,12 @@ class SamplingConfig:
     if self.selection not in SELECTIONS:
       raise ValueError(
         f"unknown selection {self.selection!r}; known: {sorted(SELECTIONS)}"
+      )
+    if self.diffusion_steps < 0:
+      raise ValueError(f"diffusion_steps must be >= 0: {self.diffusion_steps}")
+    if self.unmask_order not in ("random", "confidence"):
+      raise ValueError(
+        f"unmask_order must be random|confidence, got {self.unmask_order!r}"
       )
     if self.passes - 1 in self.latent_passes:
       raise ValueError("the final pass must write a draft, not be latent")
@@ -121,11 +133,19 @@ class SamplingConfig:
 # -- Token policy --------------------------------------------------------------
 
 
-def next_token(logits: jax.Array, key: jax.Array, cfg: SamplingConfig):
-  """Samples one token per row from logits [B, V] -> int32 [B]."""
+def next_token(
+  logits: jax.Array,
+  key: jax.Array,
+  cfg: SamplingConfig,
+  forbid: tuple[int, ...] = (PAD_ID, BOS_ID),
+):
+  """Samples one token per row from logits [B, V] -> int32 [B].
+
+  `forbid` are never written: by default PAD (it only pads after EOS) and
+  BOS (masked diffusion writes PAD and forbids only BOS).
+  """
   neg = jnp.finfo(logits.dtype).min
-  # PAD and BOS are never written: PAD only pads after EOS.
-  logits = logits.at[:, jnp.array([PAD_ID, BOS_ID])].set(neg)
+  logits = logits.at[:, jnp.array(forbid)].set(neg)
   if cfg.temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits / cfg.temperature
@@ -170,6 +190,43 @@ class DecodeState:
     )
 
 
+def write_loop(step_logits, state: DecodeState, cfg, key) -> DecodeState:
+  """Writes one token per row per step until every row has written EOS.
+
+  Args:
+    step_logits: DecodeState -> (logits [B, V], cache, run) of the token at
+      `state.pos`.
+    state: the initial DecodeState.
+    cfg: the SamplingConfig (token policy; the length is `state.tokens`').
+    key: PRNG key (folded with the position at every step).
+
+  Returns:
+    The final DecodeState.
+  """
+  length = state.tokens.shape[1]
+
+  def body(s: DecodeState) -> DecodeState:
+    logits, cache, run = step_logits(s)
+    tok = next_token(logits, jax.random.fold_in(key, s.pos), cfg)
+    tok = jnp.where(s.done, PAD_ID, tok)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logp = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+    return s.replace(
+      tokens=jax.lax.dynamic_update_index_in_dim(s.tokens, tok, s.pos, 1),
+      token=tok,
+      cache=cache,
+      pos=s.pos + 1,
+      run=run,
+      done=s.done | (tok == EOS_ID),
+      logprob=s.logprob + jnp.where(s.done, 0.0, logp),
+    )
+
+  def cond(s: DecodeState):
+    return (s.pos < length) & ~jnp.all(s.done)
+
+  return jax.lax.while_loop(cond, body, state)
+
+
 def decode(model, params, memory, memory_mask, cfg, key, num_samples=1):
   """Writes `num_samples` drafts per row of the memory (steps 2 and 4).
 
@@ -206,26 +263,9 @@ def decode(model, params, memory, memory_mask, cfg, key, num_samples=1):
     logits = apply(s.tokens, memory, mask, method="decode_logits")
     return jax.lax.dynamic_index_in_dim(logits, s.pos, 1, False), None, s.run
 
-  def body(s: DecodeState) -> DecodeState:
-    logits, cache, run = step_logits(s)
-    tok = next_token(logits, jax.random.fold_in(key, s.pos), cfg)
-    tok = jnp.where(s.done, PAD_ID, tok)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    logp = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
-    return s.replace(
-      tokens=jax.lax.dynamic_update_index_in_dim(s.tokens, tok, s.pos, 1),
-      token=tok,
-      cache=cache,
-      pos=s.pos + 1,
-      run=run,
-      done=s.done | (tok == EOS_ID),
-      logprob=s.logprob + jnp.where(s.done, 0.0, logp),
-    )
-
-  def cond(s: DecodeState):
-    return (s.pos < length) & ~jnp.all(s.done)
-
-  return jax.lax.while_loop(cond, body, DecodeState.make(batch, length, cache))
+  return write_loop(
+    step_logits, DecodeState.make(batch, length, cache), cfg, key
+  )
 
 
 # -- Selection among the n samples ---------------------------------------------

@@ -27,7 +27,9 @@ def loss_mask(drafts, num_drafts, latent):
   return ((drafts != PAD_ID) & written[:, :, None]).astype(jnp.float32)
 
 
-def pass_loss(logits, drafts, num_drafts, latent, pass_weights):
+def pass_loss(
+  logits, drafts, num_drafts, latent, pass_weights, token_weights=None
+):
   """The weighted loss and per-pass metrics.
 
   Args:
@@ -36,31 +38,51 @@ def pass_loss(logits, drafts, num_drafts, latent, pass_weights):
     num_drafts: int32 [B].
     latent: bool [T].
     pass_weights: float32 [T].
+    token_weights: optional float32 [B, T, L] from the model (masked
+      diffusion: 1/t at masked positions, 0 elsewhere). With them every
+      position of a written pass counts, PAD included, the cross-entropy is
+      weighted, and the accuracies are over positions of non-zero weight.
 
   Returns:
     (loss, metrics) where metrics holds per-pass sums ([T] arrays) so that
     they can be summed over batches before dividing.
   """
-  mask = loss_mask(drafts, num_drafts, latent)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, drafts)
-  ce = ce * mask
+  if token_weights is None:
+    mask = loss_mask(drafts, num_drafts, latent)
+    ce = ce * mask
+    scored = mask
+  else:
+    t_len = drafts.shape[1]
+    written = (jnp.arange(t_len)[None] < num_drafts[:, None]) & ~latent[None]
+    mask = jnp.broadcast_to(
+      written[:, :, None].astype(jnp.float32), drafts.shape
+    )
+    ce = ce * token_weights * mask
+    scored = mask * (token_weights > 0)
   denom = jnp.maximum(mask.sum(), 1.0)
   loss = jnp.sum(ce.sum((0, 2)) * pass_weights) / denom
-  correct = (jnp.argmax(logits, -1) == drafts).astype(jnp.float32) * mask
-  seq_ok = jnp.all((correct == mask), axis=2) & (mask.sum(2) > 0)  # [B, T]
+  correct = (jnp.argmax(logits, -1) == drafts).astype(jnp.float32) * scored
+  has = scored.sum(2) > 0
+  seq_ok = jnp.all((correct == scored), axis=2) & has  # [B, T]
   metrics = dict(
     ce_sum=ce.sum((0, 2)),
     tokens=mask.sum((0, 2)),
+    scored=scored.sum((0, 2)),
     correct=correct.sum((0, 2)),
     seq_correct=seq_ok.sum(0).astype(jnp.float32),
-    seqs=(mask.sum(2) > 0).sum(0).astype(jnp.float32),
+    seqs=has.sum(0).astype(jnp.float32),
   )
   return loss, metrics
 
 
 def batch_loss(model, params, batch, latent, pass_weights, train, rngs=None):
-  """Forward pass of `model` on `batch` and its loss (see `pass_loss`)."""
-  logits = model.apply(
+  """Forward pass of `model` on `batch` and its loss (see `pass_loss`).
+
+  A model returns logits, or (logits, token_weights) when its loss weighs
+  positions itself (masked diffusion).
+  """
+  out = model.apply(
     {"params": params},
     batch["question"],
     batch["drafts"],
@@ -69,9 +91,15 @@ def batch_loss(model, params, batch, latent, pass_weights, train, rngs=None):
     train=train,
     rngs=rngs,
   )
+  logits, token_weights = out if isinstance(out, tuple) else (out, None)
   weights = pass_weights[: batch["drafts"].shape[1]]
   return pass_loss(
-    logits, batch["drafts"], batch["num_drafts"], latent, weights
+    logits,
+    batch["drafts"],
+    batch["num_drafts"],
+    latent,
+    weights,
+    token_weights,
   )
 
 
@@ -119,7 +147,8 @@ def summarize(metrics: dict[str, Any]) -> dict[str, float]:
     if tok == 0:
       continue
     out[f"loss_pass{t}"] = float(metrics["ce_sum"][t]) / tok
-    out[f"token_acc_pass{t}"] = float(metrics["correct"][t]) / tok
+    scored = float(metrics["scored"][t]) if "scored" in metrics else tok
+    out[f"token_acc_pass{t}"] = float(metrics["correct"][t]) / max(scored, 1)
     out[f"seq_acc_pass{t}"] = float(metrics["seq_correct"][t]) / max(
       float(metrics["seqs"][t]), 1.0
     )

@@ -139,7 +139,10 @@ class GeneratorStream:
     process_count: int = 1,
     overlength: str = "truncate",
     start_step: int = 0,
+    transform=None,
   ):
+    """See the class docstring; `transform` maps each batch's trajectories
+    (e.g. a view, `data_pipelines.views`) before they are tokenized."""
     if not task.generated:
       raise ValueError(f"task {task.name!r} has no generator")
     self.task, self.tokenizer, self.shapes = task, tokenizer, shapes
@@ -148,6 +151,7 @@ class GeneratorStream:
     self.process_index, self.process_count = process_index, process_count
     self.overlength = overlength
     self.step = start_step
+    self.transform = transform
     self.overlength_counts = OverlengthCounts()
 
   def batch_at(self, step: int) -> dict[str, np.ndarray]:
@@ -160,6 +164,8 @@ class GeneratorStream:
         self.split, num=self.batch_size, seed=seed, scheme=self.scheme
       )
     )
+    if self.transform is not None:
+      trajs = self.transform(trajs)
     batch, counts = encode_trajectories(
       trajs, self.tokenizer, self.shapes, self.overlength
     )

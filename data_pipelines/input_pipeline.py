@@ -297,6 +297,7 @@ def make_train_iterator(
   overlength: str = "truncate",
   backend: str = "auto",
   start_step: int = 0,
+  transform=None,
 ) -> TrainIterator:
   """Endless shuffled batches of a prepared split, for one process.
 
@@ -314,6 +315,8 @@ def make_train_iterator(
       example of the split does not fit `shapes`).
     backend: `tfdata`, `numpy` (no TensorFlow) or `auto`.
     start_step: the step of the first batch.
+    transform: TokenizedSplit -> TokenizedSplit applied once after loading
+      (a view of the drafts, `data_pipelines.views.view_split`).
 
   Returns:
     An iterator with `get_state`/`set_state` and `overlength_counts`.
@@ -322,6 +325,8 @@ def make_train_iterator(
     raise ValueError(f"overlength must be truncate|reject, got {overlength!r}")
   backend = resolve_backend(backend)
   data = load_split(data_dir, task, split, scheme=scheme, backend=backend)
+  if transform is not None:
+    data = transform(data)
   if overlength == "reject":
     check_not_overlength(data, shapes, f"{task}/{split}")
   order = ExampleOrder(

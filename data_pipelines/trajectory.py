@@ -203,6 +203,13 @@ class Task(abc.ABC):
     """A human-readable rendering of an answer (identity by default)."""
     return answer
 
+  def answer_draft(self, answer: str) -> str:
+    """A draft that states only `answer`, in a form `verify` accepts.
+
+    The `answer` view (a model trained without any solution) writes this.
+    """
+    return answer
+
 
 def check_unique_ids(trajs: Sequence[Trajectory]) -> None:
   """Raises DataError if two trajectories share an id."""

@@ -23,17 +23,27 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_draft_len = 0  # Ld incl. EOS; 0 = from the data.
   c.data.max_drafts = 0  # T; 0 = from the data.
   c.data.overlength = "truncate"  # "truncate" (and count) or "reject".
+  # What the model writes (data_pipelines.views): trajectory | final |
+  # concat | answer; "" = the model's own (bottomup.models).
+  c.data.view = ""
   # Generated trajectories the char tokenizer is trained on (generator).
   c.data.tokenizer_examples = 2000
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "refiner"  # Model registry name (bottomup.models).
+  # Model registry name (bottomup.models): refiner, or a baseline: ar_nocot,
+  # ar_cot, ar_trajectory, mdlm.
+  c.model.name = "refiner"
+  # Set this model's MLP width so that its parameter count matches the
+  # named model's under this config ("" = off), e.g. "refiner".
+  c.model.match_params = ""
   c.model.d_model = 128  # Width of every block.
   c.model.num_heads = 4  # Attention heads (head dim = d_model / heads).
   c.model.mlp_dim = 512  # MLP hidden width.
   c.model.mlp_kind = "gelu"  # "gelu" or "swiglu".
   c.model.num_encoder_layers = 4  # Deep bidirectional encoder.
   c.model.num_decoder_layers = 1  # Shallow causal decoder.
+  # Baselines' depth; 0 = num_encoder_layers + num_decoder_layers.
+  c.model.num_layers = 0
   c.model.num_slots = 8  # M latent slots carried from pass to pass.
   c.model.carry = "slots"  # "slots" or "none" (ablation).
   c.model.max_passes = 16  # Pass embeddings (extra passes reuse the last).
@@ -86,6 +96,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Self-consistency: solve each problem k times, majority-vote the final
   # answers (use with temperature > 0; 1 = off).
   c.sampling.num_votes = 1
+  # Masked diffusion: denoiser calls per draft (0 = one per position) and
+  # unmasking order: "random" (ancestral) or "confidence".
+  c.sampling.diffusion_steps = 0
+  c.sampling.unmask_order = "random"
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest.

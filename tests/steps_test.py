@@ -69,6 +69,7 @@ def _numpy_loss(logits, drafts, num_drafts, latent, weights):
   metrics = dict(
     ce_sum=ce_sum,
     tokens=tokens,
+    scored=tokens,  # without token weights every counted token is scored
     correct=correct,
     seq_correct=seq_correct,
     seqs=seqs,

@@ -394,6 +394,10 @@ class GSM8KTask(Task):
         answer=self.canonical_answer(answer.rpartition(ANSWER_MARKER)[2]),
       )
 
+  def answer_draft(self, answer: str) -> str:
+    """The answer alone, after the marker the verifier reads."""
+    return f"{ANSWER_MARKER} {self.canonical_answer(answer)}"
+
   def extract_answer(self, text: str) -> str | None:
     """The canonical first number after the last "####", else the last."""
     _, marker, tail = text.rpartition(ANSWER_MARKER)

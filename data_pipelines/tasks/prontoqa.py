@@ -170,6 +170,10 @@ class ProntoQATask(Task):
       raise DataError(f"{where}: field 'question': {e}") from e
     return question, [" ".join(s.split()) for s in steps], answer
 
+  def answer_draft(self, answer: str) -> str:
+    """The answer alone, after the marker the verifier reads."""
+    return f"{ANSWER_MARKER} {self.canonical_answer(answer)}"
+
   def extract_answer(self, text: str) -> str | None:
     """ "True"/"False" after the last "####" (any case), or None.
 
