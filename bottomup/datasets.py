@@ -153,8 +153,10 @@ def build(config: ml_collections.ConfigDict, workdir) -> Data:
 
   cfg = config.data
   task = tasks.get_task(cfg.task)
-  scheme = task.check_scheme(cfg.scheme or None)
   view = views.check_view(cfg.get("view") or default_view(config.model.name))
+  # A model that writes the final draft only learns the usual full chain.
+  default = task.cot_scheme if view == "final" else None
+  scheme = task.check_scheme(cfg.scheme or default)
   spm_path = pathlib.Path(workdir) / tok_lib.MODEL_FILE
   if cfg.source == "generator":
     sample = list(

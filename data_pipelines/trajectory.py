@@ -76,6 +76,10 @@ class Task(abc.ABC):
 
   name: str = ""
   schemes: tuple[str, ...] = ()
+  # The scheme whose final draft is the usual full left-to-right solution,
+  # when that is not the default scheme's (multiplication: the iCoT chain).
+  # Models that write only the final draft use it unless a scheme is set.
+  cot_scheme: str | None = None
   # split -> file name (relative to the task's raw folder) it is loaded from.
   source_files: dict[str, str] = {}
   # Subfolder of the raw data directory that holds `source_files`.

@@ -30,7 +30,10 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   """The multiplication config for `preset`."""
   c = base.get_config()
   c.data.task = "multiplication_4x4"
-  c.data.scheme = "scale"
+  # "" = the task's default: `scale` for the refiner (each pass adds one
+  # partial product), the iCoT chain for models that write only the final
+  # draft (ar_cot, mdlm; `Task.cot_scheme`).
+  c.data.scheme = ""
   # On a 2-core CPU, ReLU and 4 slots cut the step time; memory is plentiful
   # at this size, so no rematerialization.
   c.model.mlp_kind = "relu"

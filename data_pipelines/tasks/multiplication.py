@@ -118,6 +118,8 @@ class MultiplicationTask(Task):
   """N-digit by N-digit multiplication (generator + iCoT-file loader)."""
 
   schemes = ("scale", "scale_plain", "icot")
+  # The default scheme's final draft is one addition; the full chain is iCoT.
+  cot_scheme = "icot"
   generated = True
   source_url = "https://github.com/da03/Internalize_CoT_Step_by_Step (data/)"
 
