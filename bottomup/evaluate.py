@@ -21,6 +21,7 @@ import time
 import jax
 import numpy as np
 from absl import app
+from jax.experimental import multihost_utils
 
 from bottomup import generate, sampling, steps
 from data_pipelines.trajectory import Trajectory
@@ -51,10 +52,32 @@ class Evaluator:
       diffusion_steps=s.get("diffusion_steps", 0),
       unmask_order=s.get("unmask_order", "random"),
     )
-    self._refine = generate.make_sampler(model, self.sampling_cfg)
-    self._eval_step = jax.jit(
-      steps.make_eval_step(model, train.pass_weights(config, shapes.max_drafts))
+    sampler = generate.make_sampler(model, self.sampling_cfg)
+    eval_step = steps.make_eval_step(
+      model, train.pass_weights(config, shapes.max_drafts)
     )
+    self.batch_size = config.eval.batch_size
+    if mesh is None:  # this process's default device
+      self._refine, self._eval_step = sampler, jax.jit(eval_step)
+      self._put, self._fetch = (lambda x: x), np.asarray
+      return
+    # Data-parallel over the mesh (every process of a multi-host job takes
+    # part): problems are split over (data, fsdp) and the results gathered
+    # back to every process.
+    from bottomup import sharding
+
+    rows = sharding.batch_sharding(mesh)
+    repl = sharding.replicated(mesh)
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    self.batch_size = -(-self.batch_size // ways) * ways
+    self._refine = jax.jit(
+      sampler, out_shardings=sampling.RefineResult(rows, rows, repl)
+    )
+    self._eval_step = jax.jit(eval_step, out_shardings=repl)
+    self._put = lambda x: jax.make_array_from_callback(
+      x.shape, rows, lambda index: x[index]
+    )
+    self._fetch = lambda x: multihost_utils.process_allgather(x, tiled=True)
 
   def run(self, params, split: str, num: int, show: int = 0, trajs=None):
     """Scores `num` problems of `split` (or the given `trajs`)."""
@@ -65,7 +88,7 @@ class Evaluator:
   def score(self, params, trajs: list[Trajectory], show: int = 0) -> dict:
     """Accuracy and per-pass figures of `trajs`."""
     task, tok = self.data.task, self.data.tokenizer
-    bs = self.config.eval.batch_size
+    bs, put, fetch = self.batch_size, self._put, self._fetch
     batch, counts = self.data.encode(trajs)
     n = len(trajs)
     texts: list[list[str]] = []
@@ -86,8 +109,9 @@ class Evaluator:
         # Padding rows have no written passes, so they add nothing below.
         chunk["num_drafts"][bs - pad :] = 0
       rng, key = jax.random.split(rng)
-      result = self._refine(params, chunk["question"], key)
-      drafts = np.asarray(jax.device_get(result.drafts))[: bs - pad]
+      question = put(chunk["question"])
+      result = self._refine(params, question, key)
+      drafts = fetch(result.drafts)[: bs - pad]
       texts.extend(sampling.decode_text(tok, drafts))
       hits, valid = position_matches(
         drafts, chunk["drafts"][: bs - pad], chunk["num_drafts"][: bs - pad]
@@ -96,12 +120,13 @@ class Evaluator:
       pos_n += valid
       for _ in range(self.config.sampling.num_votes - 1):
         rng, key = jax.random.split(rng)
-        final = self._refine(params, chunk["question"], key).final
-        final = np.asarray(jax.device_get(final))[: bs - pad]
+        final = fetch(self._refine(params, question, key).final)[: bs - pad]
         for i, row in enumerate(final):
           votes[lo + i].append(task.extract_answer(tok.decode(row)))
-      m = jax.device_get(self._eval_step(params, chunk, self.latent))
-      m = {k: np.asarray(v) for k, v in m.items() if k != "loss"}
+      m = self._eval_step(
+        params, {k: put(v) for k, v in chunk.items()}, self.latent
+      )
+      m = {k: fetch(v) for k, v in m.items() if k != "loss"}
       tf_sums = m if tf_sums is None else {k: tf_sums[k] + m[k] for k in m}
     seconds = time.time() - t0
     correct, per_pass = [], np.zeros(self.data.shapes.max_drafts)

@@ -4,12 +4,14 @@
         --workdir=DIR [--config.x=y ...]
 
 Rerunning the same command resumes from the last checkpoint in DIR.
+On a multi-host job every process runs the same command with
+`--multiprocess` (see bottomup/distributed.py and launch/).
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from bottomup import evaluate, train
+from bottomup import distributed, evaluate, train
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -20,6 +22,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
   "workdir", None, "Checkpoints, metrics and results go here."
 )
+_MULTIPROCESS = flags.DEFINE_bool(
+  "multiprocess",
+  False,
+  "Join a multi-host job (jax.distributed.initialize); also implied by "
+  "$BOTTOMUP_NUM_PROCESSES.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -27,6 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   evaluate.quiet_libraries()
+  distributed.initialize(_MULTIPROCESS.value)
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from bottomup import (
   checkpoint,
@@ -116,6 +117,74 @@ def _check_finite(m: dict, step: int, ckpt_step, ckpt) -> None:
     )
 
 
+def compile_train_step(
+  config, model, weights, mesh, state, state_sharding, shapes
+):
+  """The train step jitted with explicit shardings, compiled ahead of time.
+
+  (state, batch, latent) -> (state, metrics): the state keeps its
+  shardings and is donated; batches are split over (data, fsdp); the
+  latent mask and the metrics are replicated.
+  """
+  b = config.train.batch_size
+  batch_sh = sharding.batch_sharding(mesh)
+  repl = sharding.replicated(mesh)
+  jitted = jax.jit(
+    steps.make_train_step(model, weights),
+    in_shardings=(state_sharding, batch_sh, repl),
+    out_shardings=(state_sharding, repl),
+    donate_argnums=0,
+  )
+  batch = {
+    k: jax.ShapeDtypeStruct((b, *v.shape[1:]), v.dtype, sharding=batch_sh)
+    for k, v in dummy_batch(shapes).items()
+  }
+  latent = np.zeros((shapes.max_drafts,), bool)
+  return jitted.lower(state, batch, latent).compile()
+
+
+def state_bytes_per_device(state) -> int:
+  """Bytes of one device's shards of a (sharded) train state."""
+  total = 0
+  for leaf in jax.tree.leaves(state):
+    if hasattr(leaf, "sharding") and hasattr(leaf, "shape"):
+      shard = leaf.sharding.shard_shape(leaf.shape)
+      total += math.prod(shard) * leaf.dtype.itemsize
+  return total
+
+
+def memory_report(compiled, state, mesh) -> str:
+  """Per-device memory of the train state and of the compiled step."""
+  mib = lambda x: f"{x / 2**20:.3f} MiB"
+  params = state_bytes_per_device(state.params)
+  opt = state_bytes_per_device(state.opt_state)
+  line = (
+    f"memory per device (mesh {dict(mesh.shape)}): params {mib(params)}, "
+    f"optimizer state {mib(opt)}"
+  )
+  analysis = compiled.memory_analysis()
+  if analysis is not None:
+    line += (
+      f"; compiled step: arguments {mib(analysis.argument_size_in_bytes)}, "
+      f"outputs {mib(analysis.output_size_in_bytes)}, "
+      f"temporaries {mib(analysis.temp_size_in_bytes)}"
+    )
+  return line
+
+
+def stop_requested(guard) -> bool:
+  """Whether any process got SIGTERM (all processes agree on the answer).
+
+  Saving is a collective, so on a multi-host job every process must decide
+  to save at the same step: the flags are gathered every step (one tiny
+  all-gather; a single process just reads its own).
+  """
+  if jax.process_count() == 1:
+    return guard.requested
+  flags = multihost_utils.process_allgather(np.asarray(guard.requested))
+  return bool(np.any(flags))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Trains, checkpoints and evaluates; returns the final eval results.
 
@@ -174,14 +243,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       f"({data.scheme}); shapes {shapes}; mesh {dict(mesh.shape)}",
       flush=True,
     )
-    batch_sh = {k: sharding.batch_sharding(mesh) for k in dummy_batch(shapes)}
-    repl = sharding.replicated(mesh)
-    train_step = jax.jit(
-      steps.make_train_step(model, weights),
-      in_shardings=(state_sharding, batch_sh, repl),
-      out_shardings=(state_sharding, repl),
-      donate_argnums=0,
+    train_step = compile_train_step(
+      config, model, weights, mesh, state, state_sharding, shapes
     )
+    if is_main:
+      print(memory_report(train_step, state, mesh), flush=True)
     evaluator = evaluate.Evaluator(config, data, model, mesh)
     writer = metrics.MetricWriter(workdir)
     bar = metrics.ProgressBar(
@@ -211,11 +277,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
           rate_step, rate_t = step, now
           writer.write_scalars(step, scalars)
           bar.update(step, {"loss": scalars["loss"]})
-        if ckpt.should_save(step) or guard.requested:
+        stop = stop_requested(guard)
+        if ckpt.should_save(step) or stop:
           _check_finite(jax.device_get(m), step, last_saved, ckpt)
-          if ckpt.save(step, state, stream.get_state(), force=guard.requested):
+          if ckpt.save(step, state, stream.get_state(), force=stop):
             last_saved = step
-        if guard.requested:
+        if stop:
           ckpt.wait_until_finished()
           ckpt.close()
           print(f"SIGTERM: saved step {step}; rerun to resume.", flush=True)

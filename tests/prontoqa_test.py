@@ -56,6 +56,20 @@ def test_hops_scheme_drafts_go_coarse_to_fine():
   assert len(d0) < len(d1) < len(d2)
 
 
+def test_grow_scheme_writes_longer_prefixes_and_the_answer_last():
+  task = prontoqa.ProntoQATask()
+  d0, d1, d2 = prontoqa.make_drafts(_STEPS, "False", "grow")
+  assert d0 == " ".join(_STEPS[:2])
+  assert d1 == " ".join(_STEPS[:4])
+  assert d2 == " ".join(_STEPS) + " #### False"
+  # Neither the deciding rule, nor the conclusion, nor the answer appear
+  # before the last draft.
+  for d in (d0, d1):
+    assert task.extract_answer(d) is None
+    assert "shiny" not in d
+  assert task.verify(d2, "False")
+
+
 def test_chain_scheme_is_the_full_chain_only():
   drafts = prontoqa.make_drafts(_STEPS, "True", "chain")
   assert drafts == (" ".join(_STEPS) + " #### True",)
@@ -69,6 +83,8 @@ def test_loader_builds_trajectories(tmp_path):
   assert trajs[0].question == _QUESTION
   assert trajs[0].answer == "False" and trajs[1].answer == "True"
   assert all(task.verify(d, t.answer) for t in trajs for d in t.drafts)
+  grow = list(task.trajectories("train", scheme="grow", source_dir=tmp_path))
+  assert [len(t.drafts) for t in grow] == [3, 3]
   chain = list(task.trajectories("train", scheme="chain", source_dir=tmp_path))
   assert [len(t.drafts) for t in chain] == [1, 1]
 

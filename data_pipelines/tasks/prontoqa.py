@@ -29,6 +29,21 @@ the answer the same way at every level:
 
 Scheme `chain` has the single draft d2 (the plain chain-of-thought baseline).
 
+Scheme `grow` writes the chain forward, a longer prefix each pass, and
+keeps the deciding rule, the conclusion and the answer for the last draft:
+
+  d_t (t < T-1)  the first ceil(n (t+1) / T) hops of n, no marker
+                 (ProntoQA, T = 3: hops 1-2, then hops 1-4);
+  d_{T-1}        the full chain, the conclusion and the marker, as above.
+
+Why: under `hops`, teacher forcing shows every later pass the correct
+conclusion and answer in its previous draft, so the later passes learn to
+copy them. A refiner trained so (experiments/prontoqa.py, 500 steps) wrote
+in its final draft the answer of its first draft on 100 of 100 valid
+problems: the first draft's guess, made without any chain, decided the
+answer. Under `grow` what a pass can copy is a correct prefix, and the
+answer is written once, after the whole chain.
+
 Answers are "True"/"False"; the verifier accepts any letter case after the
 last "####" and nothing else (a draft without the marker has no answer).
 Loader errors name the file and the record index, as `file[i]` (0-based).
@@ -70,25 +85,32 @@ def make_drafts(
   Args:
     steps: the chain: hops, then the concluding sentence.
     answer: "True" or "False".
-    scheme: `hops` (three drafts) or `chain` (the full chain only).
+    scheme: `hops` (three drafts), `grow` (three drafts, the conclusion
+      and answer in the last only) or `chain` (the full chain only).
 
   Returns:
-    The drafts, each ending " #### <answer>".
+    The drafts; those that state the answer end " #### <answer>".
   """
   hops, conclusion = list(steps[:-1]), steps[-1]
   full = " ".join([*hops, conclusion])
+  marked = lambda d: f"{d} {ANSWER_MARKER} {answer}"
   if scheme == "chain":
-    levels = [full]
-  else:
-    levels = [conclusion, " ".join([*key_hops(hops), conclusion]), full]
-  return tuple(f"{d} {ANSWER_MARKER} {answer}" for d in levels)
+    return (marked(full),)
+  if scheme == "grow":
+    n, t_len = len(hops), 3
+    prefixes = [
+      " ".join(hops[: -(-n * (t + 1) // t_len)]) for t in range(t_len - 1)
+    ]
+    return (*prefixes, marked(full))
+  levels = [conclusion, " ".join([*key_hops(hops), conclusion]), full]
+  return tuple(marked(d) for d in levels)
 
 
 class ProntoQATask(Task):
   """ProntoQA true/false questions over a fictional ontology (loader)."""
 
   name = "prontoqa"
-  schemes = ("hops", "chain")
+  schemes = ("hops", "grow", "chain")
   source_subdir = "prontoqa"
   source_files = {
     "train": "prontoqa_train.json",
