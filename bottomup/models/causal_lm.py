@@ -24,44 +24,14 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from bottomup.models import layers, transformer
-from bottomup.models.refiner import BOS_ID, PAD_ID, place_index
+from bottomup.models import baseline, layers, transformer
+from bottomup.models.refiner import BOS_ID, PAD_ID
 
 
 @dataclasses.dataclass(frozen=True)
-class CausalLMConfig:
-  """Architecture (see experiments/base.py; `num_layers` 0 = the refiner's
-  encoder + decoder depth)."""
-
-  vocab_size: int
-  d_model: int = 128
-  num_heads: int = 4
-  mlp_dim: int = 512
-  mlp_kind: str = "swiglu"
-  num_layers: int = 0
-  num_encoder_layers: int = 4
-  num_decoder_layers: int = 1
-  max_places: int = 32
-  digit_ids: tuple[int, ...] = ()
-  compute_dtype: str = "bfloat16"
-  remat: bool = True
-
-  @property
-  def depth(self) -> int:
-    return self.num_layers or self.num_encoder_layers + self.num_decoder_layers
-
-  @property
-  def stack(self) -> transformer.StackConfig:
-    return transformer.StackConfig(
-      d_model=self.d_model,
-      num_heads=self.num_heads,
-      head_dim=self.d_model // self.num_heads,
-      mlp_dim=self.mlp_dim,
-      mlp_kind=self.mlp_kind,
-      compute_dtype=self.compute_dtype,
-    )
+class CausalLMConfig(baseline.BaselineConfig):
+  """Architecture (see `baseline.BaselineConfig`)."""
 
 
 class CausalBlock(nn.Module):
@@ -103,33 +73,14 @@ class CausalLM(nn.Module):
 
   def setup(self):
     c = self.cfg
-    d = c.d_model
-    self.token_embed = layers.Embed(c.vocab_size, d, ("vocab", "embed"))
-    self.place_embed = layers.Embed(c.max_places + 1, d, (None, "embed"), 0.5)
-    # 0: question, 1: target.
-    self.segment_embed = self.param(
-      "segment_embed",
-      nn.with_logical_partitioning(
-        nn.initializers.normal(0.5), (None, "embed")
-      ),
-      (2, d),
-      jnp.float32,
+    self.embed = baseline.SegmentEmbed(
+      c.vocab_size, c.d_model, c.max_places, c.digit_ids
     )
     block = nn.remat(CausalBlock) if c.remat else CausalBlock
     self.blocks = [block(c.stack) for _ in range(c.depth)]
     self.final_norm = layers.RMSNorm()
     cd = jnp.dtype(c.compute_dtype)
     self.head = layers.Dense(c.vocab_size, ("embed", "vocab"), cd)
-    table = np.zeros((c.vocab_size,), bool)
-    table[list(c.digit_ids)] = True
-    self.is_digit = table
-
-  def _embed(self, tokens, segment):
-    places = jnp.minimum(
-      place_index(tokens, self.is_digit), self.cfg.max_places
-    )
-    emb = self.token_embed(tokens) + self.place_embed(places)
-    return emb + self.segment_embed[segment]
 
   def _stack(self, x, mask, positions):
     rope = layers.rope_tables(positions, self.cfg.stack.head_dim)
@@ -164,9 +115,7 @@ class CausalLM(nn.Module):
     inputs = jnp.concatenate(
       [jnp.full_like(target[:, :1], BOS_ID), target[:, :-1]], axis=1
     )
-    x = jnp.concatenate(
-      [self._embed(question, 0), self._embed(inputs, 1)], axis=1
-    )
+    x = jnp.concatenate([self.embed(question, 0), self.embed(inputs, 1)], 1)
     valid = jnp.concatenate(
       [question != PAD_ID, jnp.ones((b, ld), bool)], axis=1
     )
@@ -190,7 +139,7 @@ class CausalLM(nn.Module):
     positions = jnp.cumsum(valid, axis=1) - 1
     causal = jnp.tril(jnp.ones((lq, lq), bool))
     mask = causal[None] & valid[:, None, :]
-    _, kvs = self._stack(self._embed(question, 0), mask, positions)
+    _, kvs = self._stack(self.embed(question, 0), mask, positions)
     grow = lambda a: jnp.pad(a, ((0, 0), (0, max_len), (0, 0), (0, 0)))
     cache = (
       tuple(grow(k) for k, _ in kvs),
@@ -214,10 +163,8 @@ class CausalLM(nn.Module):
     """
     c = self.cfg
     b, lq = q_valid.shape
-    run = jnp.where(jnp.asarray(self.is_digit)[token], run + 1, 0)
-    places = jnp.minimum(run, c.max_places)
-    x = self.token_embed(token) + self.place_embed(places)
-    x = (x + self.segment_embed[1])[:, None]
+    run = jnp.where(jnp.asarray(self.embed.is_digit)[token], run + 1, 0)
+    x = self.embed.one(token, run, 1)[:, None]
     rope = layers.rope_tables((q_len + j)[:, None], c.stack.head_dim)
     slots = cache[0][0].shape[1]
     mask = jnp.concatenate(

@@ -36,51 +36,22 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from bottomup.models import layers, transformer
-from bottomup.models.refiner import PAD_ID, place_index
+from bottomup.models import baseline, layers, transformer
+from bottomup.models.refiner import PAD_ID
 
 # Smallest masking level drawn in training (the weight 1/t is bounded).
 T_MIN = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
-class MdlmConfig:
-  """Architecture (see experiments/base.py; `num_layers` 0 = the refiner's
-  encoder + decoder depth)."""
-
-  vocab_size: int
-  d_model: int = 128
-  num_heads: int = 4
-  mlp_dim: int = 512
-  mlp_kind: str = "swiglu"
-  num_layers: int = 0
-  num_encoder_layers: int = 4
-  num_decoder_layers: int = 1
-  max_places: int = 32
-  digit_ids: tuple[int, ...] = ()
-  compute_dtype: str = "bfloat16"
-  remat: bool = True
-
-  @property
-  def depth(self) -> int:
-    return self.num_layers or self.num_encoder_layers + self.num_decoder_layers
+class MdlmConfig(baseline.BaselineConfig):
+  """Architecture (see `baseline.BaselineConfig`)."""
 
   @property
   def mask_id(self) -> int:
+    """The MASK token: one row past the tokenizer's vocabulary."""
     return self.vocab_size
-
-  @property
-  def stack(self) -> transformer.StackConfig:
-    return transformer.StackConfig(
-      d_model=self.d_model,
-      num_heads=self.num_heads,
-      head_dim=self.d_model // self.num_heads,
-      mlp_dim=self.mlp_dim,
-      mlp_kind=self.mlp_kind,
-      compute_dtype=self.compute_dtype,
-    )
 
 
 def mask_tokens(key, target, t, mask_id):
@@ -103,32 +74,14 @@ class Mdlm(nn.Module):
 
   def setup(self):
     c = self.cfg
-    d = c.d_model
-    # One extra row: the MASK token.
-    self.token_embed = layers.Embed(c.vocab_size + 1, d, ("vocab", "embed"))
-    self.place_embed = layers.Embed(c.max_places + 1, d, (None, "embed"), 0.5)
-    self.segment_embed = self.param(
-      "segment_embed",
-      nn.with_logical_partitioning(
-        nn.initializers.normal(0.5), (None, "embed")
-      ),
-      (2, d),
-      jnp.float32,
+    # One extra row: the MASK token, which also extends a digit run.
+    self.embed = baseline.SegmentEmbed(
+      c.vocab_size + 1, c.d_model, c.max_places, (*c.digit_ids, c.mask_id)
     )
     encoder = nn.remat(transformer.Encoder) if c.remat else transformer.Encoder
     self.encoder = encoder(c.stack, c.depth)
     cd = jnp.dtype(c.compute_dtype)
     self.head = layers.Dense(c.vocab_size, ("embed", "vocab"), cd)
-    table = np.zeros((c.vocab_size + 1,), bool)
-    table[list(c.digit_ids) + [c.mask_id]] = True
-    self.is_digit = table
-
-  def _embed(self, tokens, segment):
-    places = jnp.minimum(
-      place_index(tokens, self.is_digit), self.cfg.max_places
-    )
-    emb = self.token_embed(tokens) + self.place_embed(places)
-    return emb + self.segment_embed[segment]
 
   def denoise(self, question, x_t):
     """Logits of the clean target: question [B, Lq], x_t [B, Ld] -> [B, Ld, V].
@@ -138,7 +91,7 @@ class Mdlm(nn.Module):
     """
     b, lq = question.shape
     ld = x_t.shape[1]
-    x = jnp.concatenate([self._embed(question, 0), self._embed(x_t, 1)], axis=1)
+    x = jnp.concatenate([self.embed(question, 0), self.embed(x_t, 1)], 1)
     valid = jnp.concatenate(
       [question != PAD_ID, jnp.ones((b, ld), bool)], axis=1
     )

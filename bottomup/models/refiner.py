@@ -63,14 +63,7 @@ class RefinerConfig:
 
   @property
   def stack(self) -> transformer.StackConfig:
-    return transformer.StackConfig(
-      d_model=self.d_model,
-      num_heads=self.num_heads,
-      head_dim=self.d_model // self.num_heads,
-      mlp_dim=self.mlp_dim,
-      mlp_kind=self.mlp_kind,
-      compute_dtype=self.compute_dtype,
-    )
+    return transformer.stack_config(self)
 
 
 def place_index(tokens: jax.Array, is_digit_table: jax.Array) -> jax.Array:

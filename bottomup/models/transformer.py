@@ -32,6 +32,18 @@ class StackConfig:
   compute_dtype: str = "bfloat16"
 
 
+def stack_config(cfg) -> StackConfig:
+  """The StackConfig of a model config with the usual size fields."""
+  return StackConfig(
+    d_model=cfg.d_model,
+    num_heads=cfg.num_heads,
+    head_dim=cfg.d_model // cfg.num_heads,
+    mlp_dim=cfg.mlp_dim,
+    mlp_kind=cfg.mlp_kind,
+    compute_dtype=cfg.compute_dtype,
+  )
+
+
 class EncoderBlock(nn.Module):
   """Pre-norm block: bidirectional self-attention + MLP."""
 
