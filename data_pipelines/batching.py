@@ -122,7 +122,9 @@ class GeneratorStream:
 
   The batch at step s of process p is a pure function of (seed, s, p), so a
   stream restarted at step k yields exactly what an uninterrupted one yields
-  from step k, and processes never see the same examples.
+  from step k; processes take disjoint blocks of one global batch that
+  depends on (seed, s) only, so a run on any number of processes trains on
+  the same examples.
   """
 
   def __init__(
@@ -155,15 +157,24 @@ class GeneratorStream:
     self.overlength_counts = OverlengthCounts()
 
   def batch_at(self, step: int) -> dict[str, np.ndarray]:
-    """The batch of `step` for this process."""
-    seed = (self.seed * self.process_count + self.process_index) * (
-      1 << 32
-    ) + step
+    """The batch of `step` for this process.
+
+    The global batch of `step` is generated from (seed, step) alone and
+    process p keeps its block of rows, so the examples a step trains on do
+    not depend on how many processes share them (generation is cheap next
+    to a train step).
+    """
+    seed = self.seed * (1 << 32) + step
     trajs = list(
       self.task.generate(
-        self.split, num=self.batch_size, seed=seed, scheme=self.scheme
+        self.split,
+        num=self.batch_size * self.process_count,
+        seed=seed,
+        scheme=self.scheme,
       )
     )
+    lo = self.process_index * self.batch_size
+    trajs = trajs[lo : lo + self.batch_size]
     if self.transform is not None:
       trajs = self.transform(trajs)
     batch, counts = encode_trajectories(

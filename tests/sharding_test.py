@@ -5,6 +5,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -139,6 +140,44 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
 # -- Two processes -------------------------------------------------------------
 
 
+SMALL_RUN = (
+  "--config.train.num_steps=10",
+  "--config.train.checkpoint_every=5",
+  "--config.eval.final_num_examples=16",
+  "--config.eval.batch_size=16",
+)
+
+
+def _one_process(workdir, devices):
+  """The same run as `_multiprocess`, in one process with all the devices."""
+  env = dict(
+    os.environ,
+    TF_CPP_MIN_LOG_LEVEL="3",
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  )
+  return subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "bottomup.main",
+      "--config=experiments/multiplication.py:smoke",
+      f"--workdir={workdir}",
+      *SMALL_RUN,
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+
+
+def _losses(lines):
+  recs = [json.loads(x) for x in lines]
+  return {r["step"]: r["loss"] for r in recs if "loss" in r}
+
+
 def _multiprocess(workdir, *args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", DEVICES_PER_PROC="2")
   env.pop("XLA_FLAGS", None)
@@ -149,10 +188,7 @@ def _multiprocess(workdir, *args):
       "2",
       "experiments/multiplication.py:smoke",
       str(workdir),
-      "--config.train.num_steps=10",
-      "--config.train.checkpoint_every=5",
-      "--config.eval.final_num_examples=16",
-      "--config.eval.batch_size=16",
+      *SMALL_RUN,
       *args,
     ],
     cwd=REPO,
@@ -182,12 +218,19 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   assert read_json(w / "eval_results.json") == results
 
   # Process 0 alone writes metrics; the resumed steps log the same losses.
-  def losses(lines):
-    recs = [json.loads(x) for x in lines]
-    return {r["step"]: r["loss"] for r in recs if "loss" in r}
-
-  want = losses(metrics)
-  got = losses((w / "metrics.jsonl").read_text().splitlines()[len(metrics) :])
+  want = _losses(metrics)
+  got = _losses((w / "metrics.jsonl").read_text().splitlines()[len(metrics) :])
   assert sorted(got) == [s for s in sorted(want) if s > 5]
   for step, loss in got.items():
     assert loss == pytest.approx(want[step], rel=1e-5), step
+
+  # One process with the same 4 devices trains on the same global batches:
+  # the losses agree up to the order of bf16 reductions.
+  one = _one_process(tmp_path / "one", devices=4)
+  assert one.returncode == 0, one.stdout + one.stderr
+  single = _losses(
+    (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
+  )
+  assert sorted(single) == sorted(want)
+  for step, loss in single.items():
+    assert loss == pytest.approx(want[step], rel=1e-4), step
