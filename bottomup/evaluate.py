@@ -23,7 +23,7 @@ import numpy as np
 from absl import app
 from jax.experimental import multihost_utils
 
-from bottomup import generate, sampling, steps
+from bottomup import answers, generate, sampling, steps
 from data_pipelines.trajectory import Trajectory
 from data_pipelines.views import format_viewed
 
@@ -112,7 +112,7 @@ class Evaluator:
       question = put(chunk["question"])
       result = self._refine(params, question, key)
       drafts = fetch(result.drafts)[: bs - pad]
-      texts.extend(sampling.decode_text(tok, drafts))
+      texts.extend(answers.decode_text(tok, drafts))
       hits, valid = position_matches(
         drafts, chunk["drafts"][: bs - pad], chunk["num_drafts"][: bs - pad]
       )
@@ -138,7 +138,7 @@ class Evaluator:
       ok = task.verify(final, traj.answer)
       first_correct.append(ok)
       if others:  # self-consistency: the first sample votes too
-        voted = sampling.majority_vote([[task.extract_answer(final), *others]])
+        voted = answers.majority_vote([[task.extract_answer(final), *others]])
         ok = voted[0] == task.canonical_answer(traj.answer)
       correct.append(ok)
       for t, ref in enumerate(traj.drafts[: len(per_pass)]):

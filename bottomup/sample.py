@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from bottomup import evaluate, sampling
+from bottomup import answers, evaluate
 from data_pipelines.views import format_viewed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -39,7 +39,7 @@ def main(argv):
   q[0, : len(ids)] = ids
   evaluator = evaluate.Evaluator(config, data, model, None)
   result = evaluator._refine(params, q, jax.random.key(_SEED.value))
-  drafts = sampling.decode_text(data.tokenizer, np.asarray(result.drafts))[0]
+  drafts = answers.decode_text(data.tokenizer, np.asarray(result.drafts))[0]
   fmt_q = getattr(task, "format_question", lambda x: x)
   print(f"Q: {fmt_q(question)}   (model step {step})")
   for t, d in enumerate(drafts):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bottomup import sampling
+from bottomup import answers, sampling
 from bottomup.models.refiner import (
   BOS_ID,
   EOS_ID,
@@ -310,7 +310,7 @@ def test_decode_text():
   drafts = np.zeros((1, 2, 16), np.int32)
   drafts[0, 1, : len(ids)] = ids
   drafts[0, 1, len(ids)] = 25  # ignored: after EOS
-  assert sampling.decode_text(tok, drafts) == [["", "+0408=0408"]]
+  assert answers.decode_text(tok, drafts) == [["", "+0408=0408"]]
 
 
 def test_majority_vote():
@@ -321,4 +321,4 @@ def test_majority_vote():
     [None, "7", None],
     ["x", "y", "y", "x", "y"],
   ]
-  assert sampling.majority_vote(answers) == ["12", None, "a", "7", "y"]
+  assert answers.majority_vote(answers) == ["12", None, "a", "7", "y"]

@@ -148,55 +148,41 @@ SMALL_RUN = (
 )
 
 
+SMOKE = "experiments/multiplication.py:smoke"
+
+
+def _run(cmd, **env):
+  """Runs `cmd` in the repository with a fresh device setup."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
+  env.pop("XLA_FLAGS", None)
+  if "DEVICES" in env:
+    env["XLA_FLAGS"] = (
+      f"--xla_force_host_platform_device_count={env.pop('DEVICES')}"
+    )
+  return subprocess.run(
+    cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+  )
+
+
 def _one_process(workdir, devices):
   """The same run as `_multiprocess`, in one process with all the devices."""
-  env = dict(
-    os.environ,
-    TF_CPP_MIN_LOG_LEVEL="3",
+  cmd = [sys.executable, "-m", "bottomup.main", f"--config={SMOKE}"]
+  return _run(
+    [*cmd, f"--workdir={workdir}", *SMALL_RUN],
     JAX_PLATFORMS="cpu",
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    DEVICES=str(devices),
   )
-  return subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "bottomup.main",
-      "--config=experiments/multiplication.py:smoke",
-      f"--workdir={workdir}",
-      *SMALL_RUN,
-    ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
+
+
+def _multiprocess(workdir):
+  """Two processes of 2 fake devices each, through the launch script."""
+  cmd = ["bash", "launch/multiprocess_cpu.sh", "2", SMOKE, str(workdir)]
+  return _run([*cmd, *SMALL_RUN], DEVICES_PER_PROC="2")
 
 
 def _losses(lines):
   recs = [json.loads(x) for x in lines]
   return {r["step"]: r["loss"] for r in recs if "loss" in r}
-
-
-def _multiprocess(workdir, *args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", DEVICES_PER_PROC="2")
-  env.pop("XLA_FLAGS", None)
-  return subprocess.run(
-    [
-      "bash",
-      "launch/multiprocess_cpu.sh",
-      "2",
-      "experiments/multiplication.py:smoke",
-      str(workdir),
-      *SMALL_RUN,
-      *args,
-    ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
 
 
 def test_two_processes_train_checkpoint_and_resume(tmp_path):
