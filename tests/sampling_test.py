@@ -314,11 +314,11 @@ def test_decode_text():
 
 
 def test_majority_vote():
-  answers = [
+  votes = [
     ["12", "13", "12"],
     [None, None],
     ["a", "b"],  # a tie goes to the first answer seen
     [None, "7", None],
     ["x", "y", "y", "x", "y"],
   ]
-  assert answers.majority_vote(answers) == ["12", None, "a", "7", "y"]
+  assert answers.majority_vote(votes) == ["12", None, "a", "7", "y"]
