@@ -138,7 +138,7 @@ def _auto_shapes(cfg, tokenizer, sample: list[Trajectory]) -> batching.Shapes:
   )
 
 
-def _view_shapes(cfg, tokenizer, rows) -> batching.Shapes:
+def _view_shapes(cfg, rows) -> batching.Shapes:
   """Shapes that fit a viewed split entirely (one draft per example)."""
   return batching.Shapes(
     max_question_len=cfg.max_question_len or int(rows.question_lengths().max()),
@@ -198,7 +198,7 @@ def build(config: ml_collections.ConfigDict, workdir) -> Data:
       )
     else:
       viewed = views.view_split(task, tokenizer, rows, view)
-      shapes = _view_shapes(cfg, tokenizer, viewed)
+      shapes = _view_shapes(cfg, viewed)
     return Data(task, scheme, tokenizer, shapes, cfg, config.seed, view)
   else:
     raise ValueError(f"data.source must be generator|prepared: {cfg.source!r}")

@@ -476,13 +476,6 @@ def refine(
   return RefineResult(drafts=drafts, scores=scores, num_passes_run=run)
 
 
-def make_refine(model: Refiner, cfg: SamplingConfig):
-  """`refine` for one model and config: (params, question, rng) -> result."""
-  return lambda params, question, rng, selection_params=None: refine(
-    model, params, question, cfg, rng, selection_params
-  )
-
-
 def refine_nocache(model, params, question, cfg, rng, selection_params=None):
   """`refine` recomputing the whole decoder prefix every token (reference)."""
   cfg = dataclasses.replace(cfg, kv_cache=False)

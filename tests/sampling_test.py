@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bottomup import answers, sampling
+from bottomup import answers, generate, sampling
 from bottomup.models.refiner import (
   BOS_ID,
   EOS_ID,
@@ -134,7 +134,7 @@ def test_greedy_refine_matches_nocache_and_hand_rollout(setup):
   np.testing.assert_array_equal(res.drafts, hand)
   # The factory the evaluator uses; num_passes alone means T = num_passes.
   cfg = sampling.SamplingConfig(max_draft_len=LD, num_passes=T)
-  again = sampling.make_refine(model, cfg)(params, question, rng)
+  again = generate.make_sampler(model, cfg)(params, question, rng)
   np.testing.assert_array_equal(res.drafts, again.drafts)
 
 
