@@ -50,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.max_places = 32  # Place-value embedding size (digit positions).
   c.model.compute_dtype = "bfloat16"  # Matmul inputs; accumulation is f32.
   c.model.remat = True  # Rematerialize each pass in the backward pass.
+  # Unroll the scan over passes: XLA then fuses and schedules across passes
+  # (1.6x faster train step on CPU); False keeps one loop body, which
+  # compiles faster when there are many passes.
+  c.model.unroll_passes = True
   c.model.bptt_truncate = 0  # Stop gradients through the carry every k.
   c.model.corrupt_prob = 0.0  # Token substitution noise on d_{t-1}.
   c.model.self_feed_prob = 0.0  # Feed the model's own d_{t-1} w.p. p.

@@ -147,6 +147,29 @@ def test_remat_does_not_change_logits(params):
   np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-6)
 
 
+def test_unrolled_passes_equal_the_loop(params):
+  # Same logits and gradients whether the scan over passes is unrolled.
+  q, drafts, n = _inputs()
+
+  def loss(p, cfg):
+    logits = Refiner(cfg).apply({"params": p}, q, drafts, n)
+    return jnp.mean(jax.nn.log_softmax(logits)[..., 0]), logits
+
+  outs = [
+    jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)(
+      params, dataclasses.replace(CFG, unroll_passes=u)
+    )
+    for u in (True, False)
+  ]
+  (g_on, l_on), (g_off, l_off) = outs
+  np.testing.assert_allclose(l_on, l_off, rtol=1e-5, atol=1e-6)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+    g_on,
+    g_off,
+  )
+
+
 def test_place_index_by_hand():
   table = np.zeros((V,), bool)
   table[list(DIGITS)] = True
