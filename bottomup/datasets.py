@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import zlib
 
 import jax
 import ml_collections
@@ -42,11 +43,92 @@ class Data:
     """Trajectories as the model sees them (see `data_pipelines.views`)."""
     return [views.view_trajectory(self.task, t, self.view) for t in trajs]
 
-  def train_stream(self, batch_size: int, start_step: int = 0):
-    """This process's share of the training batches, from `start_step`."""
+  @property
+  def hint_prob(self) -> float:
+    return float(self.cfg.get("hint_prob", 0.0))
+
+  def hinted(self, trajs) -> list[Trajectory]:
+    """`trajs` with the answer as a hint in the question (`views.with_hint`)."""
+    return [views.with_hint(self.task, t) for t in trajs]
+
+  def _maybe_hint(self, trajs) -> list[Trajectory]:
+    """Hints a `hint_prob` share of fresh generated problems (by a hash of
+    the seed and the question, so a restarted stream repeats itself)."""
+    p = self.hint_prob
+    out = []
+    for t in trajs:
+      h = zlib.crc32(f"{self.seed}:{t.question}".encode()) / 2**32
+      out.append(views.with_hint(self.task, t) if h < p else t)
+    return out
+
+  def train_problems(self, num: int | None) -> list[Trajectory]:
+    """The first `num` training problems, viewed (generated or prepared;
+    None = the whole prepared split).
+
+    `data.train_examples` trains on the first N of them; the bootstrap
+    rounds take their unsolved questions from the ones after.
+    """
+    if self.cfg.source == "generator":
+      if num is None:
+        raise ValueError(f"task {self.task.name!r} is generated: give `num`")
+      trajs = self.task.trajectories(
+        "train", scheme=self.scheme, num=num, seed=self.seed
+      )
+      return self.apply_view(list(trajs))
+    from data_pipelines import input_pipeline
+
+    rows = input_pipeline.load_split(
+      self.cfg.data_dir, self.task.name, "train", scheme=self.scheme
+    )
+    num = len(rows.ids) if num is None else num
+    if num > len(rows.ids):
+      raise ValueError(
+        f"{self.task.name}: asked for {num} training problems, the prepared "
+        f"train split has {len(rows.ids)}"
+      )
+    return self.apply_view(
+      _decode_split(rows, self.tokenizer, self.task.name, num)
+    )
+
+  def list_stream(self, trajs, batch_size: int, start_step: int = 0):
+    """Batches of a fixed list of (viewed) trajectories, in epochs; a
+    `hint_prob` share of the rows carries its answer hint."""
+    n_proc = jax.process_count()
+    hint = self.hint_prob > 0
+    return batching.ListStream(
+      trajs,
+      self.tokenizer,
+      self.shapes,
+      batch_size=batch_size // n_proc,
+      seed=self.seed,
+      process_index=jax.process_index(),
+      process_count=n_proc,
+      overlength=self.cfg.overlength,
+      start_step=start_step,
+      variants=[self.hinted(trajs)] if hint else [],
+      variant_probs=[self.hint_prob] if hint else [],
+    )
+
+  def train_stream(self, batch_size: int, start_step: int = 0, trajs=None):
+    """This process's share of the training batches, from `start_step`.
+
+    Args:
+      batch_size: the global batch.
+      start_step: the data position to start from.
+      trajs: train on this list (viewed trajectories) instead of the task's
+        training data.
+    """
     n_proc = jax.process_count()
     if batch_size % n_proc:
       raise ValueError(f"batch {batch_size} not divisible by {n_proc} hosts")
+    n = int(self.cfg.get("train_examples", 0))
+    hint_prepared = self.hint_prob > 0 and self.cfg.source != "generator"
+    if trajs is None and (n > 0 or hint_prepared):
+      # A fixed list: the first N problems, or a prepared split whose
+      # questions get hints (the tf.data path has no hint transform).
+      trajs = self.train_problems(n or None)
+    if trajs is not None:
+      return self.list_stream(trajs, batch_size, start_step)
     if self.cfg.source == "generator":
       return batching.GeneratorStream(
         self.task,
@@ -59,7 +141,11 @@ class Data:
         process_count=n_proc,
         overlength=self.cfg.overlength,
         start_step=start_step,
-        transform=self.apply_view,
+        transform=(
+          (lambda ts: self._maybe_hint(self.apply_view(ts)))
+          if self.hint_prob
+          else self.apply_view
+        ),
       )
     from data_pipelines import input_pipeline
 
@@ -147,6 +233,18 @@ def _view_shapes(cfg, rows) -> batching.Shapes:
   )
 
 
+def _with_hint_room(cfg, task, tokenizer, sample, shapes) -> batching.Shapes:
+  """Room in the question for an answer hint when `data.hint_prob` > 0."""
+  if not cfg.get("hint_prob", 0.0) or cfg.max_question_len:
+    return shapes
+  hinted = [views.with_hint(task, t).question for t in sample]
+  # +2: an answer a little longer than any in the sample still fits.
+  longest = max(map(len, tokenizer.encode_many(hinted))) + 2
+  return dataclasses.replace(
+    shapes, max_question_len=max(shapes.max_question_len, longest)
+  )
+
+
 def build(config: ml_collections.ConfigDict, workdir) -> Data:
   """Task, tokenizer (trained or reloaded from the workdir) and shapes."""
   from bottomup.models import default_view
@@ -199,9 +297,11 @@ def build(config: ml_collections.ConfigDict, workdir) -> Data:
     else:
       viewed = views.view_split(task, tokenizer, rows, view)
       shapes = _view_shapes(cfg, viewed)
+    shapes = _with_hint_room(cfg, task, tokenizer, sample, shapes)
     return Data(task, scheme, tokenizer, shapes, cfg, config.seed, view)
   else:
     raise ValueError(f"data.source must be generator|prepared: {cfg.source!r}")
   viewed = [views.view_trajectory(task, t, view) for t in sample]
   shapes = _auto_shapes(cfg, tokenizer, viewed)
+  shapes = _with_hint_room(cfg, task, tokenizer, sample, shapes)
   return Data(task, scheme, tokenizer, shapes, cfg, config.seed, view)

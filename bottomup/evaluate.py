@@ -85,6 +85,35 @@ class Evaluator:
       trajs = self.data.trajectories(split, num)
     return self.score(params, trajs, show)
 
+  def _chunks(self, batch, n):
+    """(offset, chunk, padding rows) over a batch, in fixed-size chunks."""
+    bs = self.batch_size
+    for lo in range(0, n, bs):
+      chunk = {k: v[lo : lo + bs] for k, v in batch.items()}
+      pad = bs - len(chunk["question"])
+      if pad:  # fixed shapes: one compilation for every chunk
+        chunk = {
+          k: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
+          for k, v in chunk.items()
+        }
+        # Padding rows have no written passes, so they add nothing.
+        chunk["num_drafts"][bs - pad :] = 0
+      yield lo, chunk, pad
+
+  def solve(self, params, trajs: list[Trajectory], rng) -> list[list[str]]:
+    """The drafts (text, one per pass) the sampler writes for each problem.
+
+    Only the questions of `trajs` are read. Every process gets all rows.
+    """
+    batch, _ = self.data.encode(trajs)
+    out: list[list[str]] = []
+    for _, chunk, pad in self._chunks(batch, len(trajs)):
+      rng, key = jax.random.split(rng)
+      result = self._refine(params, self._put(chunk["question"]), key)
+      drafts = self._fetch(result.drafts)[: self.batch_size - pad]
+      out.extend(answers.decode_text(self.data.tokenizer, drafts))
+    return out
+
   def score(self, params, trajs: list[Trajectory], show: int = 0) -> dict:
     """Accuracy and per-pass figures of `trajs`."""
     task, tok = self.data.task, self.data.tokenizer
@@ -98,16 +127,7 @@ class Evaluator:
     shape = (self.data.shapes.max_drafts, self.data.shapes.max_draft_len)
     pos_hits, pos_n = np.zeros(shape), np.zeros(shape)
     t0 = time.time()
-    for lo in range(0, n, bs):
-      chunk = {k: v[lo : lo + bs] for k, v in batch.items()}
-      pad = bs - len(chunk["question"])
-      if pad:  # fixed shapes: one compilation for every chunk
-        chunk = {
-          k: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
-          for k, v in chunk.items()
-        }
-        # Padding rows have no written passes, so they add nothing below.
-        chunk["num_drafts"][bs - pad :] = 0
+    for lo, chunk, pad in self._chunks(batch, n):
       rng, key = jax.random.split(rng)
       question = put(chunk["question"])
       result = self._refine(params, question, key)

@@ -4,6 +4,8 @@
         --workdir=DIR [--config.x=y ...]
 
 Rerunning the same command resumes from the last checkpoint in DIR.
+With `--config.bootstrap.rounds=R` the supervised run is followed by R
+bootstrap rounds (bottomup/bootstrap.py).
 On a multi-host job every process runs the same command with
 `--multiprocess` (see bottomup/distributed.py and launch/).
 """
@@ -11,7 +13,7 @@ On a multi-host job every process runs the same command with
 from absl import app, flags
 from ml_collections import config_flags
 
-from bottomup import distributed, evaluate, train
+from bottomup import bootstrap, distributed, evaluate, train
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -36,7 +38,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   evaluate.quiet_libraries()
   distributed.initialize(_MULTIPROCESS.value)
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  if config.bootstrap.rounds > 0:
+    bootstrap.run(config, _WORKDIR.value)
+  else:
+    train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -185,13 +185,39 @@ def stop_requested(guard) -> bool:
   return bool(np.any(flags))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+def restore_params(workdir, abstract_state):
+  """The parameters of the latest checkpoint of a training workdir."""
+  ckpt = checkpoint.Checkpointer(
+    pathlib.Path(workdir) / "checkpoints",
+    save_interval_steps=1,
+    max_to_keep=1,
+    read_only=True,
+  )
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+  state, _ = ckpt.restore(step, abstract_state)
+  ckpt.close()
+  return state.params
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  train_trajs=None,
+  init_from=None,
+):
   """Trains, checkpoints and evaluates; returns the final eval results.
 
   Args:
     config: an experiment config (see experiments/base.py).
     workdir: where checkpoints, metrics, config.json and eval_results.json
       go. Rerunning with the same workdir resumes from the last checkpoint.
+    train_trajs: train on these (viewed) trajectories, in epochs, instead
+      of the task's training data (the bootstrap rounds' fine-tuning sets).
+    init_from: a training workdir whose latest parameters start this run
+      (fresh optimizer, step 0) when this workdir has no checkpoint yet.
 
   Returns:
     The final evaluation dict (also written to WORKDIR/eval_results.json),
@@ -236,7 +262,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     else:
       state = init(rng)
       start = 0
-    stream = data.train_stream(config.train.batch_size, start_step=start)
+      if init_from is not None:
+        abstract = checkpoint.abstract_like(
+          jax.eval_shape(init, rng), state_sharding
+        )
+        state = state.replace(params=restore_params(init_from, abstract))
+        print(f"Starting from the parameters of {init_from}.", flush=True)
+    stream = data.train_stream(
+      config.train.batch_size, start_step=start, trajs=train_trajs
+    )
     n_params = num_params(state.params)
     print(
       f"{config.model.name}: {n_params:,} params; task {data.task.name} "

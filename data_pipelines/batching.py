@@ -197,3 +197,99 @@ class GeneratorStream:
 
   def set_state(self, state: dict[str, int]) -> None:
     self.step = int(state["step"])
+
+
+class ListStream:
+  """Deterministic batches from a fixed list of trajectories, in epochs.
+
+  For data-scarce training (a few hundred solved problems) and for the
+  bootstrap rounds' fine-tuning sets. The list is tokenized once. Global
+  row i of step s is example `perm_e[(s * G + i) % N]`, where G is the
+  global batch, e = (s * G + i) // N the epoch and perm_e a permutation
+  seeded by (seed, e); process p keeps its block of rows, so, as for
+  `GeneratorStream`, a batch is a pure function of (seed, step) and a
+  restarted stream continues exactly.
+
+  `variants` gives alternative versions of every example (e.g. the question
+  with an answer hint); each row takes variant v with probability
+  `variant_probs[v]`, drawn from (seed, step, row).
+  """
+
+  def __init__(
+    self,
+    trajs: Sequence[Trajectory],
+    tokenizer: tok_lib.Tokenizer,
+    shapes: Shapes,
+    *,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    overlength: str = "truncate",
+    start_step: int = 0,
+    variants: Sequence[Sequence[Trajectory]] = (),
+    variant_probs: Sequence[float] = (),
+  ):
+    if not trajs:
+      raise ValueError("ListStream needs at least one trajectory")
+    if len(variants) != len(variant_probs):
+      raise ValueError("give one probability per variant")
+    if sum(variant_probs) > 1 or any(p < 0 for p in variant_probs):
+      raise ValueError(f"bad variant probabilities {list(variant_probs)}")
+    self.num_examples = len(trajs)
+    self.overlength_counts = OverlengthCounts()
+    self._arrays = []
+    for version in (trajs, *variants):
+      if len(version) != len(trajs):
+        raise ValueError("every variant must have one row per example")
+      arrays, counts = encode_trajectories(
+        version, tokenizer, shapes, overlength
+      )
+      self.overlength_counts.add(counts)
+      self._arrays.append(arrays)
+    self._probs = np.asarray(variant_probs, np.float64)
+    self.batch_size, self.seed = batch_size, seed
+    self.process_index, self.process_count = process_index, process_count
+    self.step = start_step
+    self._perms: dict[int, np.ndarray] = {}
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perms:
+      if len(self._perms) > 4:
+        self._perms.clear()
+      rng = np.random.default_rng([self.seed, epoch, 0x5EED])
+      self._perms[epoch] = rng.permutation(self.num_examples)
+    return self._perms[epoch]
+
+  def batch_at(self, step: int) -> dict[str, np.ndarray]:
+    """The batch of `step` for this process."""
+    g = self.batch_size * self.process_count
+    lo = self.process_index * self.batch_size
+    flat = step * g + lo + np.arange(self.batch_size)
+    epochs, pos = np.divmod(flat, self.num_examples)
+    idx = np.array([self._perm(int(e))[p] for e, p in zip(epochs, pos)])
+    batch = {k: v[idx] for k, v in self._arrays[0].items()}
+    if len(self._probs):
+      rng = np.random.default_rng([self.seed, step, 0xA17])
+      u = rng.random(g)[lo : lo + self.batch_size]
+      edges = np.cumsum(self._probs)
+      for v, (a, b) in enumerate(zip(np.r_[0, edges[:-1]], edges)):
+        rows = (u >= a) & (u < b)
+        for k, arr in self._arrays[v + 1].items():
+          batch[k][rows] = arr[idx[rows]]
+    return batch
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = self.batch_at(self.step)
+    self.step += 1
+    return batch
+
+  def get_state(self) -> dict[str, int]:
+    """The data position, saved with each checkpoint."""
+    return {"step": self.step}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    self.step = int(state["step"])

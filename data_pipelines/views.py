@@ -85,3 +85,18 @@ def view_split(
     data.ids,
     data.answers,
   )
+
+
+HINT_SEP = f" {tok_lib.SEP_PIECE} "
+
+
+def with_hint(task: Task, traj: Trajectory) -> Trajectory:
+  """`traj` with its answer appended to the question as a hint.
+
+  The question becomes `question <sep> answer_draft`: the rationalization
+  of the bootstrap rounds (STaR) asks a model trained with some hinted
+  questions (`data.hint_prob`) to solve a problem it failed, given the
+  answer, and keeps the solution without the hint.
+  """
+  hint = task.answer_draft(traj.answer)
+  return dataclasses.replace(traj, question=traj.question + HINT_SEP + hint)

@@ -28,6 +28,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.view = ""
   # Generated trajectories the char tokenizer is trained on (generator).
   c.data.tokenizer_examples = 2000
+  # Train on the first N training problems only, in epochs (0 = the whole
+  # stream or split): data-scarce runs, e.g. before bootstrap rounds.
+  c.data.train_examples = 0
+  # Share of training questions that carry their answer as a hint
+  # ("question <sep> answer"): a model that saw hints can rationalize a
+  # failed problem in the bootstrap rounds (0 = no hints).
+  c.data.hint_prob = 0.0
 
   c.model = ml_collections.ConfigDict()
   # Model registry name (bottomup.models): refiner, or a baseline: ar_nocot,
@@ -104,6 +111,31 @@ def get_config() -> ml_collections.ConfigDict:
   # unmasking order: "random" (ancestral) or "confidence".
   c.sampling.diffusion_steps = 0
   c.sampling.unmask_order = "random"
+
+  # Bootstrap rounds (STaR, bottomup/bootstrap.py): after supervised
+  # training, each round samples solutions of unsolved training questions,
+  # keeps the verified ones and fine-tunes on them.
+  c.bootstrap = ml_collections.ConfigDict()
+  c.bootstrap.rounds = 0  # Rounds after supervised training (0 = off).
+  # A finished training workdir to start from instead of training one.
+  c.bootstrap.init_workdir = ""
+  # Unsolved questions: the training problems after the first
+  # data.train_examples (their solutions are never read, only answers).
+  c.bootstrap.num_questions = 1000
+  c.bootstrap.samples_per_question = 4  # k solutions sampled per question.
+  c.bootstrap.temperature = 0.7  # Sampling temperature of the rounds.
+  c.bootstrap.top_p = 0.95  # Nucleus sampling of the rounds (1 = off).
+  # Distinct verified solutions kept per question.
+  c.bootstrap.keep_per_question = 1
+  # Retry failed questions with the answer as a hint (needs
+  # data.hint_prob > 0); verified ones are kept without the hint.
+  c.bootstrap.rationalize = True
+  # Fine-tune each round from "base" (the supervised model; STaR) or
+  # "previous" (the last round's model).
+  c.bootstrap.finetune_from = "base"
+  c.bootstrap.steps_per_round = 500  # Fine-tuning steps per round.
+  # Also train on the supervised examples in the rounds.
+  c.bootstrap.include_supervised = True
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest.
