@@ -51,6 +51,7 @@ class Evaluator:
       latent=tuple(bool(x) for x in self.latent),
       diffusion_steps=s.get("diffusion_steps", 0),
       unmask_order=s.get("unmask_order", "random"),
+      guidance=s.get("guidance", 1.0),
     )
     sampler = generate.make_sampler(model, self.sampling_cfg)
     eval_step = steps.make_eval_step(
@@ -252,6 +253,7 @@ SAMPLING_FLAGS = (
   "num_votes",
   "diffusion_steps",
   "unmask_order",
+  "guidance",
 )
 
 
@@ -386,6 +388,12 @@ if __name__ == "__main__":
     None,
     ["random", "confidence"],
     "Masked diffusion: unmasking order override.",
+  )
+  flags.DEFINE_float(
+    "guidance",
+    None,
+    "Classifier-free guidance weight override (refiner trained with "
+    "model.question_dropout > 0; 1 = off).",
   )
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

@@ -143,6 +143,11 @@ def diffuse(model: Mdlm, params, question, cfg, rng, selection_params=None):
 def make_sampler(model, cfg: sampling.SamplingConfig):
   """The model's sampler: (params, question, rng, selection_params=None)
   -> RefineResult."""
+  if cfg.guided and not isinstance(model, Refiner):
+    raise ValueError(
+      f"classifier-free guidance is implemented for the refiner, not "
+      f"{type(model).__name__}"
+    )
   if isinstance(model, Refiner):
     fn = sampling.refine
   elif isinstance(model, CausalLM):

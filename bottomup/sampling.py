@@ -19,6 +19,12 @@
    passes) until every draft is a fixed point, at most `extra_passes` times;
    a row that has converged is frozen while the others go on.
 
+Classifier-free guidance (`SamplingConfig.guidance` = w != 1) runs every
+pass twice, with and without the question (an all-PAD question, as question
+dropout trains it), each with its own slots and decoder KV cache, and
+samples every token from l_uncond + w * (l_cond - l_uncond); both branches
+read the same previous draft.
+
 Passes past the trained ones re-apply the final trained pass (same pass
 embedding). `SamplingConfig.kv_cache=False` is the reference path: each step
 recomputes the decoder over the whole prefix with `decode_logits` (for tests
@@ -65,6 +71,10 @@ class SamplingConfig:
       per position, Ld).
     unmask_order: masked diffusion: `random` (ancestral) or `confidence`
       (the most confident masked positions first).
+    guidance: classifier-free guidance weight w: every token's logits are
+      l_uncond + w * (l_cond - l_uncond), l_uncond from the same passes run
+      without the question (a model trained with question dropout); 1 =
+      off.
   """
 
   max_draft_len: int
@@ -80,6 +90,7 @@ class SamplingConfig:
   kv_cache: bool = True
   diffusion_steps: int = 0
   unmask_order: str = "random"
+  guidance: float = 1.0
 
   def __post_init__(self):
     # A list would make the config unhashable (it is a static jit argument).
@@ -102,8 +113,15 @@ class SamplingConfig:
       raise ValueError(
         f"unmask_order must be random|confidence, got {self.unmask_order!r}"
       )
+    if self.guided and not self.kv_cache:
+      raise ValueError("classifier-free guidance needs kv_cache=True")
     if self.passes - 1 in self.latent_passes:
       raise ValueError("the final pass must write a draft, not be latent")
+
+  @property
+  def guided(self) -> bool:
+    """Whether classifier-free guidance is on."""
+    return self.guidance != 1.0
 
   @property
   def passes(self) -> int:
@@ -226,7 +244,9 @@ def write_loop(step_logits, state: DecodeState, cfg, key) -> DecodeState:
   return jax.lax.while_loop(cond, body, state)
 
 
-def decode(model, params, memory, memory_mask, cfg, key, num_samples=1):
+def decode(
+  model, params, memory, memory_mask, cfg, key, num_samples=1, uncond=None
+):
   """Writes `num_samples` drafts per row of the memory (steps 2 and 4).
 
   Args:
@@ -237,6 +257,9 @@ def decode(model, params, memory, memory_mask, cfg, key, num_samples=1):
     cfg: the SamplingConfig.
     key: PRNG key of the pass.
     num_samples: n; the rows of the result are question-major.
+    uncond: (memory, mask) of the pass run without the question, for
+      classifier-free guidance (`cfg.guidance`); its decoder keeps its own
+      KV cache.
 
   Returns:
     The final DecodeState over B * n rows.
@@ -250,10 +273,21 @@ def decode(model, params, memory, memory_mask, cfg, key, num_samples=1):
     # Projected once per pass, at B rows, then shared by the n samples.
     cross = jax.tree.map(tile, apply(memory, method="cross_kv"))
     cache = apply(batch, length, method="init_cache")
+    if uncond is not None:
+      cross_u = jax.tree.map(tile, apply(uncond[0], method="cross_kv"))
+      mask_u = tile(uncond[1])
+      cache = (cache, apply(batch, length, method="init_cache"))
   else:
     memory, cache = tile(memory), None
 
   def step_logits(s: DecodeState):
+    if uncond is not None:
+      step = lambda c, kv, m: apply(
+        s.token, s.pos, s.run, c, kv, m, method="decode_step"
+      )
+      l_c, cache_c, run = step(s.cache[0], cross, mask)
+      l_u, cache_u, _ = step(s.cache[1], cross_u, mask_u)
+      return l_u + cfg.guidance * (l_c - l_u), (cache_c, cache_u), run
     if cfg.kv_cache:
       return apply(
         s.token, s.pos, s.run, s.cache, cross, mask, method="decode_step"
@@ -306,7 +340,7 @@ class PassOutput:
 
   draft: jax.Array  # int32 [B, Ld] (all PAD for a latent pass)
   logprob: jax.Array  # float32 [B] (0 for a latent pass)
-  slots: jax.Array  # [B, M, D], z_t
+  slots: Any  # [B, M, D], z_t (with guidance: conditional, unconditional)
   next_emb: jax.Array  # [B, Ld, D], d_t as the next pass reads it
   next_valid: jax.Array  # bool [B, Ld]
 
@@ -324,7 +358,9 @@ def run_pass(model, params, cfg, question, inputs, t, key, latent, sel_params):
     params: its parameters.
     cfg: the SamplingConfig.
     question: int32 [B, Lq].
-    inputs: (q_emb, q_valid, prev_emb, prev_valid, slots, slots0).
+    inputs: (q_emb, q_valid, prev_emb, prev_valid, slots, slots0); with
+      guidance, slots is (conditional, unconditional) and inputs ends with
+      the question-less (q_emb, q_valid).
     t: the pass (an int, or a traced int32 [] in the extra passes).
     key: PRNG key of the pass.
     latent: whether the pass is latent (static).
@@ -335,17 +371,27 @@ def run_pass(model, params, cfg, question, inputs, t, key, latent, sel_params):
   """
   apply = functools.partial(model.apply, {"params": params})
   pass_index = jnp.minimum(t, cfg.final_trained_pass)
-  memory, mask, h_draft, slots = apply(
-    *inputs[:5], pass_index, method="encode_pass"
+  q_emb, q_valid, prev_emb, prev_valid, slots, slots0 = inputs[:6]
+  encode = lambda q, qv, z: apply(
+    q, qv, prev_emb, prev_valid, z, pass_index, method="encode_pass"
   )
+  uncond = None
+  if cfg.guided:
+    memory, mask, h_draft, slots_c = encode(q_emb, q_valid, slots[0])
+    mem_u, mask_u, _, slots_u = encode(*inputs[6], slots[1])
+    uncond = (mem_u, mask_u)
+    slots = (slots_c, slots_u)
+  else:
+    memory, mask, h_draft, slots = encode(q_emb, q_valid, slots)
   if model.cfg.carry == "none":
-    slots = inputs[5]  # as in training: every pass restarts from z_{-1}
+    # As in training: every pass restarts from z_{-1}.
+    slots = (slots0, slots0) if cfg.guided else slots0
   b, ld, n = question.shape[0], cfg.max_draft_len, cfg.num_samples
   if latent:
     emb, valid = apply(h_draft, method="latent_draft")
     pad = jnp.full((b, ld), PAD_ID, jnp.int32)
     return PassOutput(pad, jnp.zeros((b,)), slots, emb, valid)
-  s = decode(model, params, memory, mask, cfg, key, n)
+  s = decode(model, params, memory, mask, cfg, key, n, uncond)
   cands = Candidates(
     question, s.tokens.reshape(b, n, ld), s.logprob.reshape(b, n), t
   )
@@ -378,7 +424,7 @@ class FixedPointState:
 
   drafts: jax.Array  # int32 [B, T', Ld]
   scores: jax.Array  # float32 [B, T']
-  slots: jax.Array  # [B, M, D]
+  slots: Any  # [B, M, D] (with guidance: conditional, unconditional)
   done: jax.Array  # bool [B], the row's draft is a fixed point
   k: jax.Array  # int32 [], extra passes run
 
@@ -407,7 +453,11 @@ def _extra_passes(pass_fn, cfg, state: FixedPointState) -> FixedPointState:
     return s.replace(
       drafts=jax.lax.dynamic_update_index_in_dim(s.drafts, draft, t, 1),
       scores=jax.lax.dynamic_update_index_in_dim(s.scores, score, t, 1),
-      slots=jnp.where(s.done[:, None, None], s.slots, out.slots),
+      slots=jax.tree.map(
+        lambda old, new: jnp.where(s.done[:, None, None], old, new),
+        s.slots,
+        out.slots,
+      ),
       done=s.done | jnp.all(draft == prev, axis=-1),
       k=s.k + 1,
     )
@@ -444,9 +494,13 @@ def refine(
   b, ld = question.shape[0], cfg.max_draft_len
   q_emb, q_valid = apply(question, method="embed_question")
   slots0 = apply(b, method="initial_slots")
+  no_question = ()
+  if cfg.guided:  # the unconditional branch reads an empty question
+    empty_q = jnp.full_like(question, PAD_ID)
+    no_question = (apply(empty_q, method="embed_question"),)
 
   def pass_fn(prev_input, slots, t, latent=False):
-    inputs = (q_emb, q_valid, *prev_input, slots, slots0)
+    inputs = (q_emb, q_valid, *prev_input, slots, slots0, *no_question)
     args = (question, inputs, t, pass_key(rng, t), latent, selection_params)
     return run_pass(model, params, cfg, *args)
 
@@ -454,7 +508,8 @@ def refine(
     return pass_fn(apply(prev, method="embed_draft"), slots, t)
 
   empty = jnp.full((b, ld), PAD_ID, jnp.int32)
-  prev_input, slots = apply(empty, method="embed_draft"), slots0
+  prev_input = apply(empty, method="embed_draft")
+  slots = (slots0, slots0) if cfg.guided else slots0
   drafts, scores = [], []
   # The passes are few and static (latent ones differ): a Python loop.
   for t in range(cfg.passes):

@@ -65,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.corrupt_prob = 0.0  # Token substitution noise on d_{t-1}.
   c.model.self_feed_prob = 0.0  # Feed the model's own d_{t-1} w.p. p.
   c.model.latent_passes = 0  # The first k passes write no tokens.
+  # Classifier-free guidance: drop the question of this share of training
+  # rows (p_uncond); decode with --config.sampling.guidance=w.
+  c.model.question_dropout = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 3e-3  # Peak learning rate.
@@ -111,6 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
   # unmasking order: "random" (ancestral) or "confidence".
   c.sampling.diffusion_steps = 0
   c.sampling.unmask_order = "random"
+  # Classifier-free guidance weight w (refiner): logits = l_uncond +
+  # w * (l_cond - l_uncond); 1 = off. Needs model.question_dropout > 0.
+  c.sampling.guidance = 1.0
 
   # Bootstrap rounds (STaR, bottomup/bootstrap.py): after supervised
   # training, each round samples solutions of unsolved training questions,

@@ -68,8 +68,9 @@ def _likelihood(model, params, memory, mask, draft):
   return jnp.sum(jnp.where(draft != PAD_ID, tok, 0.0), -1)
 
 
-def _greedy_rollout(model, params, question, passes, latent=()):
-  """Argmax rollout by hand: full decoder forward for every token."""
+def _greedy_rollout(model, params, question, passes, latent=(), guidance=1.0):
+  """Argmax rollout by hand: full decoder forward for every token (with
+  guidance: also without the question, logits l_u + w * (l_c - l_u))."""
   apply = _apply(model, params)
   decode_logits = jax.jit(
     lambda p, x, m, k: model.apply(
@@ -78,12 +79,16 @@ def _greedy_rollout(model, params, question, passes, latent=()):
   )
   b = question.shape[0]
   q_emb, q_valid = apply(question, method="embed_question")
-  slots = apply(b, method="initial_slots")
+  q_u = apply(jnp.zeros_like(question), method="embed_question")
+  slots = slots_u = apply(b, method="initial_slots")
   prev = apply(jnp.zeros((b, LD), jnp.int32), method="embed_draft")
   out = []
   for t in range(passes):
     memory, mask, h, slots = apply(
       q_emb, q_valid, *prev, slots, t, method="encode_pass"
+    )
+    mem_u, mask_u, _, slots_u = apply(
+      *q_u, *prev, slots_u, t, method="encode_pass"
     )
     tokens = np.zeros((b, LD), np.int32)
     if t in latent:
@@ -93,6 +98,9 @@ def _greedy_rollout(model, params, question, passes, latent=()):
     done = np.zeros((b,), bool)
     for pos in range(LD):
       logits = np.array(decode_logits(params, tokens, memory, mask)[:, pos])
+      if guidance != 1.0:
+        l_u = np.array(decode_logits(params, tokens, mem_u, mask_u)[:, pos])
+        logits = l_u + guidance * (logits - l_u)
       logits[:, [PAD_ID, BOS_ID]] = -np.inf
       tok = np.where(done, PAD_ID, logits.argmax(-1))
       tokens[:, pos] = tok
@@ -136,6 +144,51 @@ def test_greedy_refine_matches_nocache_and_hand_rollout(setup):
   cfg = sampling.SamplingConfig(max_draft_len=LD, num_passes=T)
   again = generate.make_sampler(model, cfg)(params, question, rng)
   np.testing.assert_array_equal(res.drafts, again.drafts)
+
+
+def test_guided_refine_matches_hand_rollout(setup):
+  model, params, question = setup
+  rng = jax.random.key(0)
+  for w in (0.0, 2.5):
+    cfg = sampling.SamplingConfig(
+      max_draft_len=LD, trained_passes=T, guidance=w
+    )
+    res = sampling.refine(model, params, question, cfg, rng)
+    hand = _greedy_rollout(model, params, question, T, guidance=w)
+    np.testing.assert_array_equal(res.drafts, hand)
+    if w == 0.0:  # purely unconditional: every question gets one answer
+      assert (np.asarray(res.drafts) == np.asarray(res.drafts[:1])).all()
+    else:
+      plain = sampling.refine(
+        model, params, question, dataclasses.replace(cfg, guidance=1.0), rng
+      )
+      assert not np.array_equal(res.drafts, plain.drafts)
+  with pytest.raises(ValueError, match="kv_cache"):
+    sampling.SamplingConfig(
+      max_draft_len=LD, trained_passes=T, guidance=2.0, kv_cache=False
+    )
+
+
+def test_question_dropout_hides_the_question(setup):
+  model, params, question = setup
+  drafts = jax.random.randint(jax.random.key(2), (B, T, LD), 21, 40)
+  n = jnp.full((B,), T)
+  dropped = dataclasses.replace(MODEL_CFG, question_dropout=1.0)
+  rngs = {"noise": jax.random.key(3)}
+  logits = [
+    Refiner(dropped).apply(
+      {"params": params}, q, drafts, n, train=True, rngs=rngs
+    )
+    for q in (question, question[::-1])
+  ]
+  # The logits no longer depend on the question.
+  np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+  # Evaluation never drops it.
+  kept = [
+    Refiner(dropped).apply({"params": params}, q, drafts, n)
+    for q in (question, question[::-1])
+  ]
+  assert not np.allclose(kept[0], kept[1], atol=1e-3)
 
 
 def test_eos_stops_a_sequence(setup):

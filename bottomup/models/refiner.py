@@ -20,7 +20,9 @@ Training runs the passes with `nn.scan` (parameters shared by every pass,
 each pass rematerialized when `remat`; the scan is unrolled when
 `unroll_passes`) under teacher forcing, with optional corruption
 of d_{t-1} and self-feeding (d_{t-1} replaced by the model's own greedy draft
-of the previous pass, read from its teacher-forced logits).
+of the previous pass, read from its teacher-forced logits). Question
+dropout (`question_dropout`) trains the unconditional model that
+classifier-free guidance needs at sampling time (bottomup/sampling.py).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class RefinerConfig:
   bptt_truncate: int = 0
   corrupt_prob: float = 0.0
   self_feed_prob: float = 0.0
+  question_dropout: float = 0.0
 
   @property
   def stack(self) -> transformer.StackConfig:
@@ -209,7 +212,8 @@ class Refiner(nn.Module):
       drafts: int32 [B, T, Ld] (drafts + EOS, PAD-padded).
       num_drafts: int32 [B] (unused here: the loss masks padded passes).
       latent: bool [T], which passes are latent (default: none).
-      train: enables corruption and self-feeding (rng stream `noise`).
+      train: enables corruption, self-feeding and question dropout (rng
+        stream `noise`).
 
     Returns:
       float32 logits [B, T, Ld, V].
@@ -220,6 +224,12 @@ class Refiner(nn.Module):
     if latent is None:
       latent = jnp.zeros((t_len,), bool)
     latent = jnp.asarray(latent, bool)
+    if train and c.question_dropout > 0:
+      # Classifier-free guidance: some rows learn p(d | no question).
+      drop = jax.random.bernoulli(
+        self.make_rng("noise"), c.question_dropout, (b, 1)
+      )
+      question = jnp.where(drop, PAD_ID, question)
     q_emb, q_valid = self.embed_question(question)
     slots0 = self.initial_slots(b)
     prev = jnp.concatenate([jnp.zeros_like(drafts[:, :1]), drafts[:, :-1]], 1)
