@@ -52,8 +52,16 @@ class Evaluator:
       diffusion_steps=s.get("diffusion_steps", 0),
       unmask_order=s.get("unmask_order", "random"),
       guidance=s.get("guidance", 1.0),
+      selection=s.get("selection", "likelihood"),
+      beam_width=s.get("beam_width", 1),
+      prm=self._load_prm(s),
     )
-    sampler = generate.make_sampler(model, self.sampling_cfg)
+    base_sampler = generate.make_sampler(model, self.sampling_cfg)
+    sel = self._prm_params
+
+    def sampler(params, question, rng):
+      return base_sampler(params, question, rng, sel)
+
     eval_step = steps.make_eval_step(
       model, train.pass_weights(config, shapes.max_drafts)
     )
@@ -85,6 +93,24 @@ class Evaluator:
     if trajs is None:
       trajs = self.data.trajectories(split, num)
     return self.score(params, trajs, show)
+
+  def _load_prm(self, s):
+    """The PRM module for `selection=prm` (its params: `_prm_params`)."""
+    self._prm_params = None
+    if s.get("selection", "likelihood") != "prm":
+      return None
+    from bottomup import prm as prm_io
+
+    if not s.get("prm_dir"):
+      raise ValueError(
+        "sampling.selection=prm needs sampling.prm_dir (evaluate sets it to "
+        "WORKDIR/prm)"
+      )
+    tok = self.data.tokenizer
+    module, self._prm_params = prm_io.load(
+      s.prm_dir, tok.vocab_size, tok.digit_ids
+    )
+    return module
 
   def _chunks(self, batch, n):
     """(offset, chunk, padding rows) over a batch, in fixed-size chunks."""
@@ -254,6 +280,8 @@ SAMPLING_FLAGS = (
   "diffusion_steps",
   "unmask_order",
   "guidance",
+  "selection",
+  "beam_width",
 )
 
 
@@ -341,10 +369,10 @@ def main(argv):
     raise app.UsageError("give --split or --eval_file, not both")
   if f.eval_file and not pathlib.Path(f.eval_file).is_file():
     raise app.UsageError(f"--eval_file={f.eval_file}: no such file")
-  config, data, model, mesh, params, step = restore_run(
-    f.workdir,
-    {name: getattr(f, name) for name in SAMPLING_FLAGS},
-  )
+  overrides = {name: getattr(f, name) for name in SAMPLING_FLAGS}
+  if f.selection == "prm":
+    overrides["prm_dir"] = f.prm_dir or str(pathlib.Path(f.workdir) / "prm")
+  config, data, model, mesh, params, step = restore_run(f.workdir, overrides)
   split = f.split or config.eval.final_split
   if f.eval_file:
     trajs = data.apply_view(_load_file(data.task, f.eval_file, data.scheme))
@@ -395,5 +423,14 @@ if __name__ == "__main__":
     "Classifier-free guidance weight override (refiner trained with "
     "model.question_dropout > 0; 1 = off).",
   )
+  flags.DEFINE_enum(
+    "selection",
+    None,
+    ["likelihood", "prm"],
+    "How the samples of a pass are ranked (prm: a process reward model "
+    "from `python -m bottomup.prm`).",
+  )
+  flags.DEFINE_string("prm_dir", "", "The PRM folder (default WORKDIR/prm).")
+  flags.DEFINE_integer("beam_width", None, "Drafts kept per pass (beam).")
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

@@ -76,7 +76,7 @@ def generate(
   cands = sampling.Candidates(
     question, s.tokens.reshape(b, n, length), s.logprob.reshape(b, n), 0
   )
-  scores = sampling.SELECTIONS[cfg.selection](cands, selection_params)
+  scores = sampling.SELECTIONS[cfg.selection](cands, selection_params, cfg)
   return _one_pass(*sampling.select(cands, scores))
 
 
@@ -143,9 +143,15 @@ def diffuse(model: Mdlm, params, question, cfg, rng, selection_params=None):
 def make_sampler(model, cfg: sampling.SamplingConfig):
   """The model's sampler: (params, question, rng, selection_params=None)
   -> RefineResult."""
-  if cfg.guided and not isinstance(model, Refiner):
+  refiner_only = dict(
+    guidance=cfg.guided,
+    beam_width=cfg.beam_width > 1,
+    selection_prm=cfg.selection == "prm",
+  )
+  used = [k for k, v in refiner_only.items() if v]
+  if used and not isinstance(model, Refiner):
     raise ValueError(
-      f"classifier-free guidance is implemented for the refiner, not "
+      f"{', '.join(used)}: implemented for the refiner, not "
       f"{type(model).__name__}"
     )
   if isinstance(model, Refiner):

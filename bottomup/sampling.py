@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bottomup.models import prm as prm_lib
 from bottomup.models.refiner import BOS_ID, EOS_ID, PAD_ID, Refiner
 from bottomup.models.transformer import DecodeCache
 
@@ -63,8 +64,15 @@ class SamplingConfig:
     temperature: softmax temperature; 0 = greedy.
     top_k: sample among the k most likely tokens (0 = all).
     top_p: sample from the smallest set with this probability mass (1 = off).
-    num_samples: drafts sampled per question and pass; one is kept.
-    selection: how the kept sample is chosen: a key of `SELECTIONS`.
+    num_samples: drafts sampled per question and pass (per beam).
+    selection: how samples are ranked: a key of `SELECTIONS`
+      (`likelihood`, or `prm`: a process reward model's score).
+    beam_width: drafts kept per question after each pass (a beam over
+      drafts: every kept draft is refined by the next pass and the best
+      `beam_width` of all their samples are kept; the best at the end is
+      returned); 1 = keep one.
+    prm: the ProcessRewardModel module for `selection="prm"` (its params
+      are `refine`'s `selection_params`).
     latent: the latent passes, as one bool per pass or as pass indices.
     kv_cache: False recomputes the whole decoder prefix at every token.
     diffusion_steps: denoising steps of a masked diffusion model (0 = one
@@ -91,6 +99,8 @@ class SamplingConfig:
   diffusion_steps: int = 0
   unmask_order: str = "random"
   guidance: float = 1.0
+  beam_width: int = 1
+  prm: Any = None
 
   def __post_init__(self):
     # A list would make the config unhashable (it is a static jit argument).
@@ -113,6 +123,12 @@ class SamplingConfig:
       raise ValueError(
         f"unmask_order must be random|confidence, got {self.unmask_order!r}"
       )
+    if self.selection == "prm" and self.prm is None:
+      raise ValueError("selection='prm' needs a process reward model (prm=)")
+    if self.beam_width < 1:
+      raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
+    if self.beam_width > 1 and self.extra_passes:
+      raise ValueError("beam_width > 1 does not combine with extra_passes")
     if self.guided and not self.kv_cache:
       raise ValueError("classifier-free guidance needs kv_cache=True")
     if self.passes - 1 in self.latent_passes:
@@ -314,12 +330,16 @@ class Candidates:
   t: Any  # the pass: an int, or int32 [] in the extra passes
 
 
-# (candidates, selection_params) -> float32 [B, N] scores; the highest wins.
-# A process-reward selection scores `tokens` with the PRM whose parameters
-# arrive as `selection_params` (an argument of `refine`).
-Selection = Callable[[Candidates, Any], jax.Array]
+# (candidates, selection_params, SamplingConfig) -> float32 [B, N] scores;
+# the highest wins. The process-reward selection scores `tokens` with
+# `cfg.prm`, whose parameters arrive as `selection_params` (an argument of
+# `refine`).
+Selection = Callable[[Candidates, Any, Any], jax.Array]
 SELECTIONS: dict[str, Selection] = {
-  "likelihood": lambda cands, _: cands.logprob,
+  "likelihood": lambda cands, _, cfg: cands.logprob,
+  "prm": lambda cands, params, cfg: prm_lib.prm_logits(
+    cfg.prm, params, cands.question, cands.tokens, cands.t
+  ),
 }
 
 
@@ -329,6 +349,35 @@ def select(cands: Candidates, scores: jax.Array):
   tokens = jnp.take_along_axis(cands.tokens, best[:, None, None], 1)[:, 0]
   logprob = jnp.take_along_axis(cands.logprob, best[:, None], 1)[:, 0]
   return tokens, logprob
+
+
+def select_beam(cands: Candidates, scores: jax.Array, width: int, first: bool):
+  """The best `width` candidates per question among all its beams' samples.
+
+  Args:
+    cands: rows are (question, beam) pairs, question-major: B * W rows of
+      N samples each.
+    scores: float32 [B * W, N].
+    width: W.
+    first: the first written pass: the W beams of a question are still
+      copies of one another, so only the first beam's samples compete.
+
+  Returns:
+    (tokens [B*W, Ld], logprob [B*W], score [B*W], parent [B*W]): the kept
+    drafts and the row each was sampled from.
+  """
+  rows, n, ld = cands.tokens.shape
+  b = rows // width
+  tok = cands.tokens.reshape(b, width * n, ld)
+  lp = cands.logprob.reshape(b, width * n)
+  sc = scores.reshape(b, width * n)
+  if first:
+    sc = jnp.where((jnp.arange(width * n) < n)[None], sc, -jnp.inf)
+  top, idx = jax.lax.top_k(sc, width)  # [B, W]
+  tokens = jnp.take_along_axis(tok, idx[..., None], 1).reshape(rows, ld)
+  logprob = jnp.take_along_axis(lp, idx, 1).reshape(rows)
+  parent = (jnp.arange(b)[:, None] * width + idx // n).reshape(rows)
+  return tokens, logprob, top.reshape(rows), parent
 
 
 # -- Passes --------------------------------------------------------------------
@@ -343,6 +392,8 @@ class PassOutput:
   slots: Any  # [B, M, D], z_t (with guidance: conditional, unconditional)
   next_emb: jax.Array  # [B, Ld, D], d_t as the next pass reads it
   next_valid: jax.Array  # bool [B, Ld]
+  score: jax.Array  # float32 [B], the selection's score of the kept draft
+  parent: jax.Array  # int32 [B], the row the draft was sampled from
 
 
 def pass_key(rng: jax.Array, t) -> jax.Array:
@@ -350,7 +401,19 @@ def pass_key(rng: jax.Array, t) -> jax.Array:
   return jax.random.fold_in(rng, t)
 
 
-def run_pass(model, params, cfg, question, inputs, t, key, latent, sel_params):
+def run_pass(
+  model,
+  params,
+  cfg,
+  question,
+  inputs,
+  t,
+  key,
+  latent,
+  sel_params,
+  first=False,
+  forced=None,
+):
   """Steps 2-5 for one pass.
 
   Args:
@@ -365,6 +428,9 @@ def run_pass(model, params, cfg, question, inputs, t, key, latent, sel_params):
     key: PRNG key of the pass.
     latent: whether the pass is latent (static).
     sel_params: parameters of the selection, if it has any.
+    first: whether this is the first written pass (beam search).
+    forced: int32 [B, Ld]: write this draft instead of sampling one (the
+      given prefix of a trajectory, e.g. for process-reward rollouts).
 
   Returns:
     A PassOutput.
@@ -387,17 +453,31 @@ def run_pass(model, params, cfg, question, inputs, t, key, latent, sel_params):
     # As in training: every pass restarts from z_{-1}.
     slots = (slots0, slots0) if cfg.guided else slots0
   b, ld, n = question.shape[0], cfg.max_draft_len, cfg.num_samples
+  same = jnp.arange(b)
   if latent:
     emb, valid = apply(h_draft, method="latent_draft")
     pad = jnp.full((b, ld), PAD_ID, jnp.int32)
-    return PassOutput(pad, jnp.zeros((b,)), slots, emb, valid)
+    zero = jnp.zeros((b,))
+    return PassOutput(pad, zero, slots, emb, valid, zero, same)
+  if forced is not None:
+    emb, valid = apply(forced, method="embed_draft")
+    zero = jnp.zeros((b,))
+    return PassOutput(forced, zero, slots, emb, valid, zero, same)
   s = decode(model, params, memory, mask, cfg, key, n, uncond)
   cands = Candidates(
     question, s.tokens.reshape(b, n, ld), s.logprob.reshape(b, n), t
   )
-  draft, logprob = select(cands, SELECTIONS[cfg.selection](cands, sel_params))
+  scores = SELECTIONS[cfg.selection](cands, sel_params, cfg)
+  if cfg.beam_width > 1:
+    draft, logprob, score, parent = select_beam(
+      cands, scores, cfg.beam_width, first
+    )
+    slots = jax.tree.map(lambda z: z[parent], slots)
+  else:
+    draft, logprob = select(cands, scores)
+    score, parent = jnp.max(scores, axis=1), same
   emb, valid = apply(draft, method="embed_draft")
-  return PassOutput(draft, logprob, slots, emb, valid)
+  return PassOutput(draft, logprob, slots, emb, valid, score, parent)
 
 
 @flax.struct.dataclass
@@ -476,6 +556,7 @@ def refine(
   cfg: SamplingConfig,
   rng: jax.Array,
   selection_params=None,
+  forced=None,
 ) -> RefineResult:
   """Writes the drafts of a batch of questions (see the module docstring).
 
@@ -486,11 +567,23 @@ def refine(
     cfg: the SamplingConfig (static).
     rng: a PRNG key (unused when greedy).
     selection_params: parameters of the selection (e.g. a PRM's), if any.
+    forced: int32 [B, K, Ld]: the first K drafts are given, not sampled
+      (the passes still run, so the slots carry on); the rest continue
+      from them (Monte-Carlo rollouts from a draft).
 
   Returns:
     A RefineResult.
   """
   apply = functools.partial(model.apply, {"params": params})
+  width, b0 = cfg.beam_width, question.shape[0]
+  if width > 1:  # rows are (question, beam) pairs, question-major
+    question = jnp.repeat(question, width, axis=0)
+    if forced is not None:
+      forced = jnp.repeat(forced, width, axis=0)
+  num_forced = 0 if forced is None else forced.shape[1]
+  written = [
+    t for t in range(num_forced, cfg.passes) if t not in cfg.latent_passes
+  ]
   b, ld = question.shape[0], cfg.max_draft_len
   q_emb, q_valid = apply(question, method="embed_question")
   slots0 = apply(b, method="initial_slots")
@@ -499,10 +592,11 @@ def refine(
     empty_q = jnp.full_like(question, PAD_ID)
     no_question = (apply(empty_q, method="embed_question"),)
 
-  def pass_fn(prev_input, slots, t, latent=False):
+  def pass_fn(prev_input, slots, t, latent=False, forced_draft=None):
     inputs = (q_emb, q_valid, *prev_input, slots, slots0, *no_question)
     args = (question, inputs, t, pass_key(rng, t), latent, selection_params)
-    return run_pass(model, params, cfg, *args)
+    first = bool(written) and t == written[0]
+    return run_pass(model, params, cfg, *args, first, forced_draft)
 
   def extra_pass_fn(prev, slots, t):
     return pass_fn(apply(prev, method="embed_draft"), slots, t)
@@ -513,11 +607,20 @@ def refine(
   drafts, scores = [], []
   # The passes are few and static (latent ones differ): a Python loop.
   for t in range(cfg.passes):
-    out = pass_fn(prev_input, slots, t, t in cfg.latent_passes)
+    given = forced[:, t] if t < num_forced else None
+    out = pass_fn(prev_input, slots, t, t in cfg.latent_passes, given)
+    if width > 1:  # each kept draft takes its parent beam's history
+      drafts = [d[out.parent] for d in drafts]
+      scores = [x[out.parent] for x in scores]
     drafts.append(out.draft)
     scores.append(out.logprob)
     prev_input, slots = (out.next_emb, out.next_valid), out.slots
   drafts, scores = jnp.stack(drafts, 1), jnp.stack(scores, 1)
+  if width > 1:  # the best beam of each question by its final score
+    best = jnp.arange(b0) * width + jnp.argmax(
+      out.score.reshape(b0, width), axis=1
+    )
+    drafts, scores = drafts[best], scores[best]
   run = jnp.asarray(cfg.passes, jnp.int32)
   if cfg.extra_passes:
     state = FixedPointState.make(drafts, scores, slots, cfg.extra_passes)

@@ -117,6 +117,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Classifier-free guidance weight w (refiner): logits = l_uncond +
   # w * (l_cond - l_uncond); 1 = off. Needs model.question_dropout > 0.
   c.sampling.guidance = 1.0
+  # How the samples of a pass are ranked: "likelihood", or "prm" (a process
+  # reward model trained by `python -m bottomup.prm`, read from prm_dir,
+  # default WORKDIR/prm).
+  c.sampling.selection = "likelihood"
+  c.sampling.prm_dir = ""
+  # Drafts kept per question after each pass (beam over drafts; 1 = one).
+  c.sampling.beam_width = 1
 
   # Bootstrap rounds (STaR, bottomup/bootstrap.py): after supervised
   # training, each round samples solutions of unsolved training questions,
@@ -142,6 +149,22 @@ def get_config() -> ml_collections.ConfigDict:
   c.bootstrap.steps_per_round = 500  # Fine-tuning steps per round.
   # Also train on the supervised examples in the rounds.
   c.bootstrap.include_supervised = True
+
+  # Process reward model (bottomup/prm.py; `python -m bottomup.prm`):
+  # Monte-Carlo values of the refiner's drafts and a small scorer.
+  c.prm = ml_collections.ConfigDict()
+  c.prm.num_problems = 1000  # Training problems rolled out.
+  c.prm.valid_problems = 200  # Valid problems rolled out (calibration).
+  c.prm.rollouts = 4  # Continuations per draft (its Monte-Carlo value).
+  c.prm.temperature = 0.7  # Sampling temperature of the rollouts.
+  c.prm.top_p = 0.95  # Nucleus sampling of the rollouts (1 = off).
+  c.prm.steps = 1000  # PRM training steps.
+  c.prm.batch_size = 256  # Drafts per PRM step.
+  c.prm.learning_rate = 1e-3  # AdamW peak learning rate.
+  c.prm.d_model = 128  # PRM width.
+  c.prm.num_heads = 4  # PRM heads.
+  c.prm.mlp_dim = 256  # PRM MLP width.
+  c.prm.num_layers = 2  # PRM encoder depth.
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest.

@@ -135,7 +135,7 @@ def test_generate_keeps_the_most_likely_of_n_samples(lm, monkeypatch):
   model, params = lm
   q, _, n = _inputs()
   monkeypatch.setitem(
-    sampling.SELECTIONS, "least_likely", lambda cands, _: -cands.logprob
+    sampling.SELECTIONS, "least_likely", lambda cands, _, cfg: -cands.logprob
   )
   out = {}
   for sel in ("likelihood", "least_likely"):

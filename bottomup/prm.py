@@ -1,0 +1,333 @@
+"""Process reward model: Monte-Carlo rollouts, training and calibration.
+
+    python -m bottomup.prm --workdir=DIR [--prm.x=y ...]
+
+For the refiner trained in DIR (DESIGN §3-§4):
+
+1. Sample a trajectory d_0 ... d_{T-1} for each of `prm.num_problems`
+   training problems (temperature `prm.temperature`, top-p `prm.top_p`).
+2. Continue from every prefix d_0..d_t, t < T-1, `prm.rollouts` times
+   (`sampling.refine(..., forced=prefix)`: the given drafts are read, the
+   rest sampled); the value of d_t is the fraction of rollouts whose final
+   answer verifies. The final draft's value is its own correctness.
+3. Train the process reward model (`models/prm.py`, a small encoder over
+   [question; d_t] and t) with binary cross-entropy against the values.
+4. Roll out `prm.valid_problems` valid problems the same way and report
+   the Brier score and AUROC of the predictions against the outcome of
+   every rollout (and the Brier score of always predicting the base rate).
+
+Writes DIR/prm/: `params.msgpack` (written atomically), `prm.json` (its
+config) and `prm_results.json`. Then
+
+    python -m bottomup.evaluate --workdir=DIR --selection=prm \
+        --num_samples=4 --temperature=0.7 [--beam_width=2]
+
+keeps, at every pass, the samples the PRM scores highest.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags
+
+from bottomup import answers, evaluate, metrics, sampling
+from bottomup.models import prm as prm_lib
+
+PRM_DIR = "prm"
+PARAMS_FILE = "params.msgpack"
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The `prm` config group's defaults (see experiments/base.py)."""
+  from experiments import base
+
+  return base.get_config().prm
+
+
+# -- Rollouts ------------------------------------------------------------------
+
+
+def rollout_values(model, params, data, trajs, cfg, latent, seed, batch_size):
+  """Per draft of sampled trajectories: its Monte-Carlo value.
+
+  Args:
+    model: the Refiner.
+    params: its parameters.
+    data: the run's `datasets.Data`.
+    trajs: problems (questions and answers are read).
+    cfg: the `prm` config group.
+    latent: bool [T], the latent passes (no draft to score).
+    seed: PRNG seed.
+    batch_size: problems per sampler call.
+
+  Returns:
+    dict of numpy arrays over the scored drafts: question [N, Lq], draft
+    [N, Ld], t [N], value [N], outcomes [N, R] (float, NaN-free: the final
+    draft's single outcome is repeated).
+  """
+  shapes = data.shapes
+  t_len = shapes.max_drafts
+  s_cfg = sampling.SamplingConfig(
+    max_draft_len=shapes.max_draft_len,
+    trained_passes=t_len,
+    temperature=cfg.temperature,
+    top_p=cfg.top_p,
+    latent=tuple(bool(x) for x in latent),
+  )
+  m = cfg.rollouts
+  task, tok = data.task, data.tokenizer
+  batch, _ = data.encode(trajs)
+  rng = jax.random.key(seed)
+  out = {k: [] for k in ("question", "draft", "t", "value", "outcomes")}
+
+  def correct(final_rows, answers_):
+    texts = answers.decode_text(tok, np.asarray(final_rows)[:, None])
+    return np.array(
+      [task.verify(x[0], a) for x, a in zip(texts, answers_)], np.float32
+    )
+
+  for lo in range(0, len(trajs), batch_size):
+    q = jnp.asarray(batch["question"][lo : lo + batch_size])
+    ans = [t.answer for t in trajs[lo : lo + batch_size]]
+    b = q.shape[0]
+    rng, key = jax.random.split(rng)
+    drafts = sampling.refine(model, params, q, s_cfg, key).drafts
+    final_ok = correct(drafts[:, -1], ans)
+    q_m = jnp.repeat(q, m, axis=0)
+    ans_m = [a for a in ans for _ in range(m)]
+    for t in range(t_len):
+      if latent[t]:
+        continue
+      if t == t_len - 1:
+        outcomes = np.repeat(final_ok[:, None], m, axis=1)
+      else:
+        rng, key = jax.random.split(rng)
+        forced = jnp.repeat(drafts[:, : t + 1], m, axis=0)
+        res = sampling.refine(model, params, q_m, s_cfg, key, forced=forced)
+        outcomes = correct(res.drafts[:, -1], ans_m).reshape(b, m)
+      out["question"].append(np.asarray(q))
+      out["draft"].append(np.asarray(drafts[:, t]))
+      out["t"].append(np.full((b,), t, np.int32))
+      out["value"].append(outcomes.mean(1))
+      out["outcomes"].append(outcomes)
+  return {k: np.concatenate(v) for k, v in out.items()}
+
+
+# -- Metrics -------------------------------------------------------------------
+
+
+def auroc(scores, labels) -> float:
+  """Area under the ROC curve (Mann-Whitney, ties counted half); NaN when
+  only one class is present."""
+  scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+  pos, neg = scores[labels], scores[~labels]
+  if not len(pos) or not len(neg):
+    return float("nan")
+  order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+  allv = np.concatenate([pos, neg])[order]
+  ranks = np.empty(len(allv))
+  # Average ranks over ties.
+  _, start, counts = np.unique(allv, return_index=True, return_counts=True)
+  for s0, c in zip(start, counts):
+    ranks[s0 : s0 + c] = s0 + (c + 1) / 2
+  r = np.empty(len(allv))
+  r[order] = ranks
+  r_pos = r[: len(pos)].sum()
+  return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _none_if_nan(x: float) -> float | None:
+  return None if np.isnan(x) else x
+
+
+def calibration(probs, outcomes) -> dict:
+  """Brier score and AUROC of P(correct) against every rollout's outcome."""
+  p = np.repeat(np.asarray(probs)[:, None], outcomes.shape[1], axis=1)
+  y = np.asarray(outcomes)
+  base = y.mean()
+  return dict(
+    brier=float(np.mean((p - y) ** 2)),
+    brier_base_rate=float(np.mean((base - y) ** 2)),
+    # None when the outcomes are all one class.
+    auroc=_none_if_nan(auroc(p.ravel(), y.ravel() > 0.5)),
+    base_rate=float(base),
+    num_drafts=int(len(probs)),
+  )
+
+
+# -- Training ------------------------------------------------------------------
+
+
+def train_prm(prm, data_arrays, cfg, seed: int):
+  """Trains the PRM on rollout values; returns (params, final loss)."""
+  n = len(data_arrays["value"])
+  rng = np.random.default_rng(seed)
+  params = flax.linen.meta.unbox(
+    prm.init(
+      jax.random.key(seed),
+      data_arrays["question"][:2],
+      data_arrays["draft"][:2],
+      data_arrays["t"][:2],
+    )["params"]
+  )
+  sched = optax.warmup_cosine_decay_schedule(
+    0.0, cfg.learning_rate, min(100, cfg.steps // 10 + 1), cfg.steps, 1e-5
+  )
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched))
+  opt = tx.init(params)
+
+  def loss_fn(p, batch):
+    logits = prm.apply(
+      {"params": p}, batch["question"], batch["draft"], batch["t"]
+    )
+    return optax.sigmoid_binary_cross_entropy(logits, batch["value"]).mean()
+
+  @jax.jit
+  def step(p, o, batch):
+    loss, g = jax.value_and_grad(loss_fn)(p, batch)
+    updates, o = tx.update(g, o, p)
+    return optax.apply_updates(p, updates), o, loss
+
+  loss = float("nan")
+  bs = min(cfg.batch_size, n)
+  for _ in range(cfg.steps):
+    idx = rng.choice(n, bs, replace=False)
+    batch = {
+      k: data_arrays[k][idx] for k in ("question", "draft", "t", "value")
+    }
+    params, opt, loss = step(params, opt, batch)
+  return params, float(loss)
+
+
+def predict(prm, params, arrays, batch_size: int = 512) -> np.ndarray:
+  """P(correct) of every draft."""
+  fn = jax.jit(
+    lambda p, q, d, t: jax.nn.sigmoid(prm.apply({"params": p}, q, d, t))
+  )
+  out = [
+    np.asarray(
+      fn(
+        params,
+        arrays["question"][i : i + batch_size],
+        arrays["draft"][i : i + batch_size],
+        arrays["t"][i : i + batch_size],
+      )
+    )
+    for i in range(0, len(arrays["t"]), batch_size)
+  ]
+  return np.concatenate(out)
+
+
+# -- Files ---------------------------------------------------------------------
+
+
+def save(prm_dir: pathlib.Path, prm_cfg: ml_collections.ConfigDict, params):
+  """Writes the PRM's config and parameters (atomically)."""
+  prm_dir.mkdir(parents=True, exist_ok=True)
+  tmp = prm_dir / (PARAMS_FILE + ".tmp")
+  tmp.write_bytes(flax.serialization.msgpack_serialize(jax.device_get(params)))
+  tmp.replace(prm_dir / PARAMS_FILE)
+  metrics.write_json(prm_dir / "prm.json", prm_cfg.to_dict())
+
+
+def load(prm_dir, vocab_size: int, digit_ids=()):
+  """(ProcessRewardModel, params) saved by `save`."""
+  prm_dir = pathlib.Path(prm_dir)
+  path = prm_dir / PARAMS_FILE
+  if not path.exists():
+    raise FileNotFoundError(
+      f"{path} not found: train one with `python -m bottomup.prm --workdir=...`"
+    )
+  cfg = ml_collections.ConfigDict(
+    json.loads((prm_dir / "prm.json").read_text())
+  )
+  prm = prm_lib.make_prm(cfg, vocab_size, digit_ids)
+  params = flax.serialization.msgpack_restore(path.read_bytes())
+  return prm, params
+
+
+def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
+  """Rollouts, training and calibration for the refiner of `workdir`."""
+  workdir = pathlib.Path(workdir)
+  config, data, model, mesh, params, step = evaluate.restore_run(workdir)
+  if config.model.name != "refiner":
+    raise ValueError(f"the PRM scores refiner drafts, not {config.model.name}")
+  cfg = cfg or config.prm
+  from bottomup import train
+
+  latent = train.latent_mask(
+    config, config.train.num_steps, data.shapes.max_drafts
+  )
+  t0 = time.time()
+  bs = config.eval.batch_size
+  train_probs = data.train_problems(cfg.num_problems)
+  valid_probs = data.trajectories("valid", cfg.valid_problems)
+  tr = rollout_values(
+    model, params, data, train_probs, cfg, latent, config.seed, bs
+  )
+  va = rollout_values(
+    model, params, data, valid_probs, cfg, latent, config.seed + 1, bs
+  )
+  t_roll = time.time() - t0
+  prm = prm_lib.make_prm(
+    cfg, data.tokenizer.vocab_size, data.tokenizer.digit_ids
+  )
+  prm_params, loss = train_prm(prm, tr, cfg, config.seed)
+  p_va = predict(prm, prm_params, va)
+  results = dict(
+    refiner_step=step,
+    train_drafts=int(len(tr["t"])),
+    train_value_mean=float(tr["value"].mean()),
+    final_loss=loss,
+    valid=calibration(p_va, va["outcomes"]),
+    valid_by_pass={
+      int(t): calibration(p_va[va["t"] == t], va["outcomes"][va["t"] == t])
+      for t in np.unique(va["t"])
+    },
+    rollout_seconds=round(t_roll, 1),
+    seconds=round(time.time() - t0, 1),
+  )
+  out = workdir / PRM_DIR
+  save(out, cfg, prm_params)
+  metrics.write_json(out / "prm_results.json", results)
+  v = results["valid"]
+  print(
+    f"PRM on {v['num_drafts']} valid drafts: Brier {v['brier']:.4f} (base "
+    f"rate {v['brier_base_rate']:.4f}), AUROC {v['auroc']}; wrote {out}",
+    flush=True,
+  )
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  evaluate.quiet_libraries()
+  f = flags.FLAGS
+  saved = json.loads((pathlib.Path(f.workdir) / "config.json").read_text())
+  cfg = default_config()
+  cfg.update(saved.get("prm", {}))  # the run's own prm settings
+  from ml_collections import config_flags
+
+  # Then the fields given on the command line.
+  for k, v in config_flags.get_override_values(f["prm"]).items():
+    cfg[k] = v
+  run(f.workdir, cfg)
+
+
+if __name__ == "__main__":
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_dict("prm", default_config())
+  flags.DEFINE_string("workdir", None, "A refiner training workdir.")
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)

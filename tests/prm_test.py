@@ -1,0 +1,219 @@
+"""Process reward model: metrics, loss on hand-made data, beam selection,
+forced-prefix rollouts, and the rollouts -> train -> guided-evaluate path."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+from runs import read_json, smoke_config
+
+from bottomup import prm, sampling, train
+from bottomup.models import prm as prm_lib
+from bottomup.models.refiner import Refiner, RefinerConfig
+
+
+def test_auroc_matches_pairwise_count():
+  assert prm.auroc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
+  assert prm.auroc([0.1, 0.2, 0.9], [1, 1, 0]) == 0.0
+  assert prm.auroc([0.5, 0.5], [1, 0]) == 0.5
+  assert np.isnan(prm.auroc([0.1, 0.2], [1, 1]))
+  rng = np.random.default_rng(0)
+  s = rng.integers(0, 5, 40) / 4  # many ties
+  y = rng.random(40) < 0.4
+  pairs = [
+    1.0 if a > b else 0.5 if a == b else 0.0
+    for (a, la), (b, lb) in itertools.product(zip(s, y), repeat=2)
+    if la and not lb
+  ]
+  assert prm.auroc(s, y) == pytest.approx(np.mean(pairs))
+
+
+def test_calibration_by_hand():
+  out = prm.calibration([1.0, 0.25], np.array([[1.0, 1.0], [0.0, 1.0]]))
+  # (0 + 0 + 0.0625 + 0.5625) / 4
+  assert out["brier"] == pytest.approx(0.15625)
+  assert out["base_rate"] == pytest.approx(0.75)
+  assert out["brier_base_rate"] == pytest.approx((3 * 0.0625 + 0.5625) / 4)
+  # Positives 1, 1, 0.25 vs the negative 0.25: (1 + 1 + 0.5) / 3.
+  assert out["auroc"] == pytest.approx(2.5 / 3)
+  assert prm.calibration([0.5], np.array([[1.0]]))["auroc"] is None
+
+
+def _prm(vocab=30):
+  cfg = ml_collections.ConfigDict(
+    dict(d_model=16, num_heads=2, mlp_dim=32, num_layers=1)
+  )
+  return prm_lib.make_prm(cfg, vocab, digit_ids=tuple(range(21, 30)))
+
+
+def test_prm_learns_hand_made_values():
+  """Drafts that contain token 25 are worth 0.9, the others 0.1: the
+  trained PRM separates them, and its loss at the start is log 2-ish."""
+  rng = np.random.default_rng(0)
+  n = 256
+  draft = rng.integers(21, 25, (n, 6)).astype(np.int32)
+  good = rng.random(n) < 0.5
+  draft[good, 2] = 25
+  arrays = dict(
+    question=rng.integers(21, 30, (n, 5)).astype(np.int32),
+    draft=draft,
+    t=rng.integers(0, 3, n).astype(np.int32),
+    value=np.where(good, 0.9, 0.1).astype(np.float32),
+  )
+  module = _prm()
+  cfg = ml_collections.ConfigDict(
+    dict(steps=150, batch_size=64, learning_rate=3e-3)
+  )
+  params, loss = prm.train_prm(module, arrays, cfg, seed=0)
+  # Cross-entropy against 0.1/0.9 targets is at least their entropy.
+  entropy = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+  assert entropy - 1e-3 < loss < entropy + 0.05
+  p = prm.predict(module, params, arrays)
+  assert p[good].min() > p[~good].max()  # AUROC 1
+  assert abs(p[good].mean() - 0.9) < 0.1 and abs(p[~good].mean() - 0.1) < 0.1
+  scores = prm_lib.prm_logits(
+    module,
+    params,
+    jnp.asarray(arrays["question"][:2]),
+    jnp.asarray(arrays["draft"][:6]).reshape(2, 3, 6),
+    1,
+  )
+  assert scores.shape == (2, 3)
+
+
+def test_select_beam_by_hand():
+  # B=2 questions x W=2 beams, N=3 samples each: rows (q0b0, q0b1, q1b0, q1b1).
+  tokens = jnp.arange(4 * 3)[:, None, None] * jnp.ones((1, 1, 2), int)
+  tokens = tokens.reshape(4, 3, 2)
+  logprob = -jnp.arange(12.0).reshape(4, 3)
+  scores = jnp.array(
+    [[0.1, 0.9, 0.2], [0.8, 0.0, 0.95], [0.3, 0.1, 0.2], [0.0, 0.4, 0.35]]
+  )
+  cands = sampling.Candidates(jnp.zeros((4, 1), int), tokens, logprob, 1)
+  tok, lp, sc, parent = sampling.select_beam(cands, scores, 2, first=False)
+  # Question 0: 0.95 (row 1, sample 2) then 0.9 (row 0, sample 1);
+  # question 1: both from its beam 1 (row 3), 0.4 and 0.35.
+  np.testing.assert_array_equal(tok[:, 0], [5, 1, 10, 11])
+  np.testing.assert_array_equal(parent, [1, 0, 3, 3])
+  np.testing.assert_allclose(sc, [0.95, 0.9, 0.4, 0.35])
+  np.testing.assert_allclose(lp, [-5, -1, -10, -11])
+  # First written pass: the beams are copies, only beam 0's samples count.
+  tok, _, _, parent = sampling.select_beam(cands, scores, 2, first=True)
+  np.testing.assert_array_equal(tok[:, 0], [1, 2, 6, 8])
+  np.testing.assert_array_equal(parent, [0, 0, 2, 2])
+
+
+@pytest.fixture(scope="module")
+def refiner():
+  cfg = RefinerConfig(
+    vocab_size=40,
+    d_model=32,
+    num_heads=2,
+    mlp_dim=64,
+    num_encoder_layers=2,
+    num_decoder_layers=1,
+    num_slots=2,
+    compute_dtype="float32",
+    digit_ids=tuple(range(21, 31)),
+  )
+  model = Refiner(cfg)
+  q = jax.random.randint(jax.random.key(1), (4, 6), 21, 40)
+  d = jax.random.randint(jax.random.key(2), (4, 3, 8), 21, 40)
+  v = model.init({"params": jax.random.key(0)}, q, d, jnp.full((4,), 3))
+  return model, flax.linen.meta.unbox(v["params"]), q
+
+
+def test_forced_prefix_continues_the_trajectory(refiner):
+  model, params, q = refiner
+  cfg = sampling.SamplingConfig(max_draft_len=8, trained_passes=3)
+  rng = jax.random.key(0)
+  greedy = sampling.refine(model, params, q, cfg, rng).drafts
+  for k in (1, 2):
+    # Greedy continuation of its own prefix: the same trajectory.
+    again = sampling.refine(model, params, q, cfg, rng, forced=greedy[:, :k])
+    np.testing.assert_array_equal(again.drafts, greedy)
+  # Another prefix is kept verbatim and changes what follows.
+  other = jnp.roll(greedy[:, :1], 1, axis=0)
+  cont = sampling.refine(model, params, q, cfg, rng, forced=other)
+  np.testing.assert_array_equal(cont.drafts[:, 0], other[:, 0])
+  assert not np.array_equal(cont.drafts[:, 1:], greedy[:, 1:])
+
+
+def test_beam_search_runs_and_one_beam_is_plain_selection(refiner):
+  model, params, q = refiner
+  base = dict(max_draft_len=8, trained_passes=3, temperature=1.0)
+  rng = jax.random.key(4)
+  one = sampling.refine(
+    model, params, q, sampling.SamplingConfig(**base, num_samples=3), rng
+  )
+  also = sampling.refine(
+    model,
+    params,
+    q,
+    sampling.SamplingConfig(**base, num_samples=3, beam_width=1),
+    rng,
+  )
+  np.testing.assert_array_equal(one.drafts, also.drafts)
+  wide = sampling.refine(
+    model,
+    params,
+    q,
+    sampling.SamplingConfig(**base, num_samples=3, beam_width=2),
+    rng,
+  )
+  assert wide.drafts.shape == one.drafts.shape
+  with pytest.raises(ValueError, match="extra_passes"):
+    sampling.SamplingConfig(**base, beam_width=2, extra_passes=1)
+  with pytest.raises(ValueError, match="prm"):
+    sampling.SamplingConfig(**base, selection="prm")
+
+
+def test_rollouts_train_and_guided_evaluation(tmp_path):
+  """A smoke refiner: PRM rollouts + training write their files; evaluate
+  then ranks samples by the PRM with a beam, from its flags."""
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(smoke_config(train__progress_bar=False), workdir)
+  cfg = prm.default_config()
+  cfg.update(
+    dict(num_problems=16, valid_problems=8, rollouts=2, steps=10, batch_size=8)
+  )
+  results = prm.run(workdir, cfg)
+  assert results["train_drafts"] > 0
+  assert 0 <= results["valid"]["brier"] <= 1
+  assert (workdir / "prm" / prm.PARAMS_FILE).exists()
+  assert (
+    read_json(workdir / "prm" / "prm_results.json")["valid"]
+    == (results["valid"])
+  )
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  out = tmp_path / "guided.json"
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "bottomup.evaluate",
+      f"--workdir={workdir}",
+      "--selection=prm",
+      "--num_samples=2",
+      "--beam_width=2",
+      "--temperature=0.7",
+      "--num=8",
+      f"--output={out}",
+    ],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert read_json(out)["num_examples"] == 8
