@@ -70,6 +70,28 @@ def test_grow_scheme_writes_longer_prefixes_and_the_answer_last():
   assert task.verify(d2, "False")
 
 
+def test_answer_pass_schemes_end_with_conclusion_then_answer():
+  task = prontoqa.ProntoQATask()
+  full = " ".join(_STEPS)
+  grow = prontoqa.make_drafts(_STEPS, "True", "grow_answer")
+  assert grow == (
+    " ".join(_STEPS[:2]),
+    " ".join(_STEPS[:4]),
+    full,
+    full + " #### True",
+  )
+  steps = prontoqa.make_drafts(_STEPS, "True", "steps")
+  hops = _STEPS[:-1]
+  assert len(steps) == len(hops) + 2
+  for t in range(len(hops)):  # one more hop per pass
+    assert steps[t] == " ".join(hops[: t + 1])
+  assert steps[-2:] == (full, full + " #### True")
+  # Only the last draft states an answer.
+  assert [task.extract_answer(d) for d in steps] == [None] * (
+    len(steps) - 1
+  ) + ["True"]
+
+
 def test_chain_scheme_is_the_full_chain_only():
   drafts = prontoqa.make_drafts(_STEPS, "True", "chain")
   assert drafts == (" ".join(_STEPS) + " #### True",)

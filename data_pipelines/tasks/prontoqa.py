@@ -44,6 +44,15 @@ problems: the first draft's guess, made without any chain, decided the
 answer. Under `grow` what a pass can copy is a correct prefix, and the
 answer is written once, after the whole chain.
 
+Schemes `grow_answer` and `steps` test a reading of the `grow` failure
+(experiments/prontoqa.py): a shallow decoder must do alone whatever a
+pass adds that depends on tokens written in the same pass, while what
+depends on the previous draft gets the deep encoder. `grow_answer` adds a
+final pass that only appends the answer (the conclusion is then in the
+previous draft, where the encoder can compare it with the question);
+`steps` also adds one hop per pass, so that every rule lookup is keyed by
+an entity of the previous draft (7 drafts for 5 hops).
+
 Answers are "True"/"False"; the verifier accepts any letter case after the
 last "####" and nothing else (a draft without the marker has no answer).
 Loader errors name the file and the record index, as `file[i]` (0-based).
@@ -86,7 +95,9 @@ def make_drafts(
     steps: the chain: hops, then the concluding sentence.
     answer: "True" or "False".
     scheme: `hops` (three drafts), `grow` (three drafts, the conclusion
-      and answer in the last only) or `chain` (the full chain only).
+      and answer in the last only), `grow_answer` (`grow`, then the answer
+      in a pass of its own), `steps` (one more hop per pass, then the
+      conclusion, then the answer) or `chain` (the full chain only).
 
   Returns:
     The drafts; those that state the answer end " #### <answer>".
@@ -96,12 +107,17 @@ def make_drafts(
   marked = lambda d: f"{d} {ANSWER_MARKER} {answer}"
   if scheme == "chain":
     return (marked(full),)
-  if scheme == "grow":
+  if scheme in ("grow", "grow_answer"):
     n, t_len = len(hops), 3
     prefixes = [
       " ".join(hops[: -(-n * (t + 1) // t_len)]) for t in range(t_len - 1)
     ]
+    if scheme == "grow_answer":
+      return (*prefixes, full, marked(full))
     return (*prefixes, marked(full))
+  if scheme == "steps":
+    prefixes = [" ".join(hops[: t + 1]) for t in range(len(hops))]
+    return (*prefixes, full, marked(full))
   levels = [conclusion, " ".join([*key_hops(hops), conclusion]), full]
   return tuple(marked(d) for d in levels)
 
@@ -110,7 +126,7 @@ class ProntoQATask(Task):
   """ProntoQA true/false questions over a fictional ontology (loader)."""
 
   name = "prontoqa"
-  schemes = ("hops", "grow", "chain")
+  schemes = ("hops", "grow", "grow_answer", "steps", "chain")
   source_subdir = "prontoqa"
   source_files = {
     "train": "prontoqa_train.json",
