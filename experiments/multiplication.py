@@ -10,8 +10,10 @@ trains a 1.1M-parameter refiner on freshly generated 4x4 problems (scheme
 and writes the new estimate), then evaluates it on 1,000 held-out generated
 problems (operands disjoint from training by construction) and prints the
 accuracy and one coarse-to-fine trajectory. Measured on 2 CPU cores
-(2026-12-05): 99.9% (999/1000) in 14m51s, compilation and evaluation
-included. The `cpu` preset (3000 steps): 100% (1000/1000) in 59 minutes.
+(2026-12-05): 99.6% (996/1000) in 9m10s, compilation and evaluation
+included (997/1000 on the iCoT BigBench 4x4 test file). The `cpu` preset
+(3000 steps): 100% (1000/1000) in 59 minutes (before the passes were
+unrolled, which made the step 1.6x faster).
 
 Presets (`experiments/multiplication.py:PRESET`):
   smoke       seconds; tests and CI check the pipeline, not the numbers.
