@@ -46,7 +46,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from bottomup import evaluate, metrics, train
+from bottomup import datasets, evaluate, metrics, train
 from data_pipelines.trajectory import Task, Trajectory
 
 SAMPLES_FILE = "samples.jsonl"
@@ -257,7 +257,11 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
   ]
 
   # The questions: the training problems after the supervised ones.
-  data = evaluate.restore_run(base)[1]
+  # Only the data is needed (no parameters): the base run's tokenizer.
+  data = datasets.build(
+    ml_collections.ConfigDict(json.loads((base / "config.json").read_text())),
+    base,
+  )
   n_sup = int(config.data.train_examples)
   pool = data.train_problems(n_sup + b.num_questions)
   supervised, questions = pool[:n_sup], pool[n_sup:]

@@ -117,7 +117,31 @@ def encode_trajectories(
   )
 
 
-class GeneratorStream:
+class _StepStream:
+  """Iteration over `batch_at(step)`, with the step as the saved state."""
+
+  step: int
+
+  def batch_at(self, step: int) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = self.batch_at(self.step)
+    self.step += 1
+    return batch
+
+  def get_state(self) -> dict[str, int]:
+    """The data position, saved with each checkpoint."""
+    return {"step": self.step}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    self.step = int(state["step"])
+
+
+class GeneratorStream(_StepStream):
   """Deterministic batches straight from a task's generator.
 
   The batch at step s of process p is a pure function of (seed, s, p), so a
@@ -183,23 +207,8 @@ class GeneratorStream:
     self.overlength_counts.add(counts)
     return batch
 
-  def __iter__(self):
-    return self
 
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = self.batch_at(self.step)
-    self.step += 1
-    return batch
-
-  def get_state(self) -> dict[str, int]:
-    """The data position, saved with each checkpoint."""
-    return {"step": self.step}
-
-  def set_state(self, state: dict[str, int]) -> None:
-    self.step = int(state["step"])
-
-
-class ListStream:
+class ListStream(_StepStream):
   """Deterministic batches from a fixed list of trajectories, in epochs.
 
   For data-scarce training (a few hundred solved problems) and for the
@@ -278,18 +287,3 @@ class ListStream:
         for k, arr in self._arrays[v + 1].items():
           batch[k][rows] = arr[idx[rows]]
     return batch
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = self.batch_at(self.step)
-    self.step += 1
-    return batch
-
-  def get_state(self) -> dict[str, int]:
-    """The data position, saved with each checkpoint."""
-    return {"step": self.step}
-
-  def set_state(self, state: dict[str, int]) -> None:
-    self.step = int(state["step"])
