@@ -30,6 +30,9 @@ setuptools.setup(
     "clu>=0.0.12,<0.1",
     "tensorboard>=2.20",
     "numpy>=1.26",
+    # The plots of `python -m launch.reproduce` (the tables need only the
+    # standard library; without matplotlib the plots are left out).
+    "matplotlib>=3.8,<4",
   ],
   extras_require={
     # Test runner and linter used by .ci/run.

@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py \
         [--config=experiments/multiplication.py:cpu] [--steps=20] \
-        [--config.model.remat=False ...]
+        [--config.model.remat=False ...] [--output=FILE.json]
 
 Measures, in one run: the dense-matmul peak of this machine (float32, and
 bf16 inputs accumulated in float32), then the train step of the config with
@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from bottomup import datasets, flops, sharding, steps, train
+from bottomup import datasets, flops, metrics, sharding, steps, train
 from bottomup.models import get_model
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,6 +31,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per dtype.")
 _PEAK_N = flags.DEFINE_integer("peak_n", 1536, "Matmul size for the peak.")
+_OUTPUT = flags.DEFINE_string(
+  "output", "", "Also write the figures as JSON here (launch.reproduce)."
+)
 
 
 def matmul_peak(n: int, dtype, reps: int = 10) -> float:
@@ -95,7 +98,8 @@ def time_train_step(config, compute_dtype: str, num_steps: int) -> dict:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = _CONFIG.value
   print(f"devices: {jax.devices()}")
   peak32 = matmul_peak(_PEAK_N.value, jnp.float32)
@@ -125,10 +129,25 @@ def main(argv):
       f"{r['model_gflop_per_step']:10.2f} {r['model_gflops']:8.1f} "
       f"{r['model_gflops'] / peak32:8.1%} {r['model_gflops'] / own:8.1%}"
     )
-  print(
-    f"\nbf16 / float32 tokens/s: "
-    f"{rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x"
-  )
+  speedup = rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"]
+  print(f"\nbf16 / float32 tokens/s: {speedup:.2f}x")
+  if _OUTPUT.value:
+    for r in rows:
+      r["mfu_f32_peak"] = r["model_gflops"] / peak32
+      r["mfu_own_peak"] = r["model_gflops"] / (
+        peak32 if r["dtype"] == "float32" else peak16
+      )
+    metrics.write_json(
+      _OUTPUT.value,
+      dict(
+        config=f"{config.data.task} {config.model.name}",
+        peak_gflops_f32=peak32,
+        peak_gflops_bf16=peak16,
+        rows=rows,
+        bf16_speedup=speedup,
+      ),
+    )
+    print(f"wrote {_OUTPUT.value}")
 
 
 if __name__ == "__main__":

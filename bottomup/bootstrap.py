@@ -19,6 +19,9 @@ runs, in DIR (DESIGN §4):
                      examples), from the supervised model or from the
                      previous round's (`finetune_from`);
       eval_results.json  its valid-split evaluation;
+                     A round with nothing to learn from (no verified
+                     solution, no supervised example) keeps the previous
+                     model;
     rounds.json   one record per round: yield (accepted / attempted),
                   rationalized, training-set size, train loss, valid
                   accuracy (round 0 = the supervised model);
@@ -290,11 +293,26 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     )
     train_set = kept + (supervised if b.include_supervised else [])
     if not train_set:
-      raise RuntimeError(
-        f"round {r}: no verified solution and no supervised example to "
-        "fine-tune on (more samples_per_question, a higher temperature or "
-        "a longer supervised phase may help)"
+      # Nothing to learn from: the round keeps the previous model (more
+      # samples_per_question, a higher temperature or a longer supervised
+      # phase may help).
+      print(
+        f"round {r}: no verified solution and no supervised example: the "
+        "previous model is kept",
+        flush=True,
       )
+      records.append(
+        dict(
+          round=r,
+          workdir=str(prev),
+          **record,
+          train_size=0,
+          train_loss=None,
+          valid_accuracy=records[-1]["valid_accuracy"],
+        )
+      )
+      _write_json(workdir / ROUNDS_FILE, records)
+      continue
     if not (rdir / "eval_results.json").exists():
       spm = base / "spm.model"
       if spm.exists() and not (rdir / "spm.model").exists():

@@ -23,7 +23,7 @@ import numpy as np
 from absl import app
 from jax.experimental import multihost_utils
 
-from bottomup import answers, generate, sampling, steps
+from bottomup import answers, flops, generate, sampling, steps
 from data_pipelines.trajectory import Trajectory
 from data_pipelines.views import format_viewed
 
@@ -153,6 +153,11 @@ class Evaluator:
     rng = jax.random.key(self.config.seed + 7)
     shape = (self.data.shapes.max_drafts, self.data.shapes.max_draft_len)
     pos_hits, pos_n = np.zeros(shape), np.zeros(shape)
+    if n:  # compile first, so that problems/s is the steady-state rate
+      _, first, _ = next(self._chunks(batch, n))
+      jax.block_until_ready(
+        self._refine(params, put(first["question"]), jax.random.key(0))
+      )
     t0 = time.time()
     for lo, chunk, pad in self._chunks(batch, n):
       rng, key = jax.random.split(rng)
@@ -222,6 +227,16 @@ class Evaluator:
       ],
       overlength=counts.total(),
       problems_per_second=round(n / max(seconds, 1e-9), 1),
+      # Estimated matmul FLOPs per problem (`flops.sampling_flops`).
+      flops_per_problem=flops.sampling_flops(
+        self.config.model.name,
+        params,
+        self.sampling_cfg,
+        self.data.shapes,
+        num_slots=self.config.model.get("num_slots", 0),
+        num_votes=self.config.sampling.num_votes,
+        prm_params=self._prm_params,
+      ),
       samples=samples,
     )
 

@@ -61,3 +61,67 @@ def jaxpr_matmul_flops(jaxpr) -> int:
 def matmul_flops(fn, *args, **kwargs) -> int:
   """Matmul FLOPs of one call of `fn(*args, **kwargs)`."""
   return jaxpr_matmul_flops(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
+
+
+def _count(tree) -> int:
+  return sum(int(math.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _matmul_params(params) -> int:
+  """Parameters used in matmuls: all but the embedding tables (lookups)."""
+  return _count(params) - sum(
+    _count(v) for k, v in params.items() if "embed" in k
+  )
+
+
+def sampling_flops(
+  model_name: str,
+  params,
+  cfg,
+  shapes,
+  *,
+  num_slots: int = 0,
+  num_votes: int = 1,
+  prm_params=None,
+) -> float:
+  """Matmul FLOPs to solve one problem, estimated as 2 x params x positions.
+
+  What each network runs over, per problem:
+    refiner  per pass (trained passes + extra passes): the encoder over the
+             question, the previous draft and the slots; per sample, the
+             decoder and output head over the draft. Guidance (w != 1) runs
+             both conditioned and unconditioned; a PRM scores every sample;
+             a beam multiplies all of it by its width.
+    mdlm     the whole network over question + answer, once per denoising
+             step (one per position by default).
+    others   the whole network over question + answer once (KV cache).
+  Attention scores (quadratic in the length) are left out: at these
+  lengths they are a few percent of the total. Votes multiply everything.
+
+  Args:
+    model_name: config.model.name.
+    params: the model's parameters (arrays or shape structs).
+    cfg: the `sampling.SamplingConfig`.
+    shapes: the data's `batching.Shapes`.
+    num_slots: the refiner's carried slots.
+    num_votes: self-consistency votes.
+    prm_params: the PRM's parameters when it ranks the samples.
+  """
+  lq, ld = shapes.max_question_len, shapes.max_draft_len
+  if model_name == "refiner":
+    enc = _count(params["encoder"])
+    dec = _count(params["decoder"]) + _count(params["head"])
+    n = max(cfg.num_samples, 1)
+    per_pass = 2 * enc * (lq + ld + num_slots) + n * 2 * dec * ld
+    if cfg.guidance != 1.0:
+      per_pass *= 2
+    if prm_params is not None:
+      per_pass += n * 2 * _matmul_params(prm_params) * (lq + ld)
+    passes = cfg.trained_passes + cfg.extra_passes
+    total = per_pass * passes * max(cfg.beam_width, 1)
+  elif model_name == "mdlm":
+    steps_ = cfg.diffusion_steps or ld
+    total = 2 * _matmul_params(params) * (lq + ld) * steps_
+  else:
+    total = 2 * _matmul_params(params) * (lq + ld)
+  return float(total * max(num_votes, 1))

@@ -193,3 +193,37 @@ def test_resume_mid_round_reuses_the_saved_samples(toy_run, monkeypatch):
   assert (
     final["accuracy"] == read_json(workdir / "eval_results.json")["accuracy"]
   )
+
+
+def test_a_round_with_nothing_to_learn_keeps_the_previous_model(
+  toy_run, tmp_path, monkeypatch
+):
+  workdir, _ = toy_run
+  cfg = _toy_config()
+  with cfg.unlocked():
+    cfg.data.train_examples = 0  # no supervised examples to fall back on
+    cfg.bootstrap.rounds = 1
+    cfg.bootstrap.rationalize = False
+    cfg.bootstrap.init_workdir = str(workdir / "supervised")
+
+  def nothing_verified(config, prev, questions, seed):
+    n = len(questions)
+    return (
+      dict(
+        attempted_questions=n,
+        samples=4 * n,
+        accepted_questions=0,
+        rationalized=0,
+        kept=0,
+        **{"yield": 0.0},
+      ),
+      [],
+    )
+
+  monkeypatch.setattr(bootstrap, "_sample_round", nothing_verified)
+  final = bootstrap.run(cfg, tmp_path)
+  r0, r1 = read_json(tmp_path / "rounds.json")
+  assert r1["train_size"] == 0 and r1["workdir"] == r0["workdir"]
+  assert r1["valid_accuracy"] == r0["valid_accuracy"]
+  assert not (tmp_path / "round_1" / "checkpoints").exists()
+  assert final["num_examples"] == 64

@@ -1,0 +1,503 @@
+"""The cells of the paper tables (DESIGN §7), per profile, as data.
+
+A cell is one ordinary command (`python -m bottomup.main ...`, `python -m
+bottomup.evaluate ...`, a benchmark) with its own workdir under
+OUT/cells/<id>; `launch.reproduce` runs the cells in order and builds the
+tables from what they wrote. Nothing here runs anything: `plan(profile,
+out)` only lists the cells, so the tables' contents can be read (and
+tested) without training.
+
+Table 1 (accuracy on the test split): one row per task, one column per
+model; the baselines' parameters are matched to the refiner's
+(`model.match_params=refiner`). Table 2 (test-time compute): evaluations of
+the Table 1 BottomUp cell (and of a cell trained with question dropout, for
+guidance; of the MDLM cell, for its denoising steps). Table 3 (efficiency):
+the train-throughput benchmark and the latency per solved problem, read
+from the Table 1 cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+COLUMNS = (
+  "ar_nocot",
+  "ar_cot",
+  "ar_trajectory",
+  "mdlm",
+  "bottomup",
+  "bottomup_latent",
+  "bottomup_bootstrap",
+)
+COLUMN_TITLES = {
+  "ar_nocot": "AR, no CoT",
+  "ar_cot": "AR + CoT",
+  "ar_trajectory": "AR, whole trajectory",
+  "mdlm": "MDLM",
+  "bottomup": "BottomUp (tokens)",
+  "bottomup_latent": "BottomUp (latent passes)",
+  "bottomup_bootstrap": "BottomUp + bootstrap",
+}
+PROFILES = ("smoke", "cpu", "accel")
+# Where the raw datasets live: `--data_dir`, else this variable, else none
+# (rows that need raw data are then skipped, with the reason).
+DATA_ENV = "BOTTOMUP_DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """A Table 1 row: a task and the settings of its cells.
+
+  Attributes:
+    key: short name (cell ids: t1.<key>.<column>).
+    title: as printed in the table.
+    config: `experiments/FILE.py:PRESET`.
+    overrides: `--config.x=y` flags of every cell of the row.
+    prepare: `data_pipelines.prepare` flags (--task, --scheme) when the row
+      reads a prepared dataset; empty for generated data.
+    raw: the raw dataset's folder under the data dir ("" = none needed).
+    latent: the flags that make a BottomUp cell's first passes latent.
+    bootstrap: the flags of the bootstrap cell (added to the row's).
+  """
+
+  key: str
+  title: str
+  config: str
+  overrides: tuple[str, ...] = ()
+  prepare: tuple[str, ...] = ()
+  raw: str = ""
+  latent: tuple[str, ...] = ("--config.model.latent_passes=1",)
+  bootstrap: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One command of the tables.
+
+  Attributes:
+    id: unique; also its folder name under OUT/cells.
+    table: 1, 2 or 3 (0: a preparation step no table shows).
+    row: the row's title.
+    column: the Table 1 column, or the Table 2/3 series.
+    kind: prepare | train | bootstrap | prm | evaluate | benchmark.
+    argv: the command (argv[0] "python" = this interpreter).
+    needs: cell ids that must have finished first.
+    raw: the raw dataset folder it needs ("" = none).
+    value: the Table 2 knob's setting.
+    base: for an evaluate/prm cell, the training cell it reads.
+  """
+
+  id: str
+  table: int
+  row: str
+  column: str
+  kind: str
+  argv: tuple[str, ...]
+  needs: tuple[str, ...] = ()
+  raw: str = ""
+  value: float = 0.0
+  base: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+  """The sizes of one profile."""
+
+  rows: tuple[Row, ...]
+  t2_row: str  # the Table 1 row whose BottomUp cell Table 2 evaluates
+  t2_extra_passes: tuple[int, ...]
+  t2_samples: tuple[int, ...]
+  t2_temperature: float
+  t2_beam: tuple[int, ...]
+  t2_guidance: tuple[float, ...]
+  t2_guidance_train: tuple[str, ...]  # the question-dropout cell's flags
+  t2_diffusion_steps: tuple[int, ...]
+  t2_num: int  # test problems per Table 2 evaluation (0 = the final eval's)
+  prm: tuple[str, ...]  # `python -m bottomup.prm` flags
+  benchmark: tuple[str, ...]  # benchmarks/train_throughput.py flags
+
+
+def _bootstrap(rounds, questions, steps, k=4):
+  return (
+    f"--config.bootstrap.rounds={rounds}",
+    f"--config.bootstrap.num_questions={questions}",
+    f"--config.bootstrap.steps_per_round={steps}",
+    f"--config.bootstrap.samples_per_question={k}",
+    # The supervised model saw no hints, so no rationalization here.
+    "--config.bootstrap.rationalize=False",
+  )
+
+
+def _prontoqa(config, prepare_scheme="grow", **kw):
+  return Row(
+    key="prontoqa",
+    title="ProntoQA (5 hops)",
+    config=config,
+    prepare=("--task=prontoqa", f"--scheme={prepare_scheme}"),
+    raw="prontoqa",
+    **kw,
+  )
+
+
+def _gsm8k(config, **kw):
+  return Row(
+    key="gsm8k",
+    title="GSM8K",
+    config=config,
+    prepare=("--task=gsm8k", "--scheme=plan"),
+    raw="gsm8k",
+    **kw,
+  )
+
+
+_MUL = "experiments/multiplication.py"
+PROFILE_SPECS = {
+  # Minutes on 2 CPU cores: the whole pipeline on a tiny model; the numbers
+  # mean nothing. The text rows are left to the other profiles.
+  "smoke": Profile(
+    rows=(
+      Row(
+        "mul4x4",
+        "multiplication 4x4",
+        f"{_MUL}:smoke",
+        bootstrap=_bootstrap(1, 16, 5, k=2),
+      ),
+    ),
+    t2_row="mul4x4",
+    t2_extra_passes=(0, 1),
+    t2_samples=(1, 2),
+    t2_temperature=0.7,
+    t2_beam=(2,),
+    t2_guidance=(1.0, 2.0),
+    t2_guidance_train=("--config.model.question_dropout=0.2",),
+    t2_diffusion_steps=(4, 8),
+    t2_num=16,
+    prm=(
+      "--prm.num_problems=8",
+      "--prm.valid_problems=4",
+      "--prm.rollouts=2",
+      "--prm.steps=5",
+      "--prm.batch_size=16",
+    ),
+    benchmark=(f"--config={_MUL}:smoke", "--steps=2", "--peak_n=256"),
+  ),
+  # 2 CPU cores, about 6 hours in all (estimated from the measured step
+  # rates; the 4x4 row alone is about 2.4 hours).
+  "cpu": Profile(
+    rows=(
+      Row(
+        "mul4x4",
+        "multiplication 4x4",
+        f"{_MUL}:cpu",
+        latent=(
+          "--config.model.latent_passes=1",
+          "--config.train.latent_curriculum_steps=1000",
+        ),
+        bootstrap=_bootstrap(1, 2000, 300),
+      ),
+      Row(
+        "mul5x5",
+        "multiplication 5x5",
+        f"{_MUL}:cpu",
+        overrides=(
+          "--config.data.task=multiplication_5x5",
+          "--config.train.num_steps=1200",
+        ),
+        bootstrap=_bootstrap(1, 2000, 300),
+      ),
+      # The text rows get a small budget (about 2 s a step here): they show
+      # the pipeline and the ordering of the models, not converged numbers.
+      _prontoqa(
+        "experiments/prontoqa.py:quickstart",
+        overrides=("--config.train.num_steps=300",),
+        bootstrap=_bootstrap(1, 500, 100),
+      ),
+      _gsm8k(
+        "experiments/gsm8k.py:quickstart",
+        overrides=("--config.train.num_steps=300",),
+        bootstrap=_bootstrap(1, 500, 100),
+      ),
+    ),
+    t2_row="mul4x4",
+    t2_extra_passes=(0, 1, 2),
+    t2_samples=(1, 4, 8),
+    t2_temperature=0.7,
+    t2_beam=(2, 4),
+    t2_guidance=(1.0, 1.5, 2.0),
+    t2_guidance_train=(
+      "--config.model.question_dropout=0.1",
+      "--config.train.num_steps=850",
+    ),
+    t2_diffusion_steps=(8, 16, 32),
+    t2_num=500,
+    prm=("--prm.num_problems=500", "--prm.valid_problems=200"),
+    benchmark=(f"--config={_MUL}:cpu", "--steps=20"),
+  ),
+  # One GPU/TPU: the multiplication rows fit in about 9 minutes on an H200.
+  "accel": Profile(
+    rows=(
+      Row(
+        "mul4x4",
+        "multiplication 4x4",
+        f"{_MUL}:accel",
+        overrides=("--config.train.num_steps=1500",),
+        bootstrap=_bootstrap(1, 5000, 300, k=8),
+      ),
+      Row(
+        "mul5x5",
+        "multiplication 5x5",
+        f"{_MUL}:accel",
+        overrides=(
+          "--config.data.task=multiplication_5x5",
+          "--config.train.num_steps=2000",
+        ),
+        bootstrap=_bootstrap(1, 5000, 300, k=8),
+      ),
+      Row(
+        "mul7x7",
+        "multiplication 7x7",
+        f"{_MUL}:accel",
+        overrides=(
+          "--config.data.task=multiplication_7x7",
+          "--config.train.num_steps=3000",
+        ),
+        bootstrap=_bootstrap(1, 5000, 300, k=8),
+      ),
+      _prontoqa(
+        "experiments/prontoqa.py:accel", bootstrap=_bootstrap(2, 2000, 500)
+      ),
+      _gsm8k("experiments/gsm8k.py:accel", bootstrap=_bootstrap(2, 2000, 500)),
+    ),
+    t2_row="mul5x5",
+    t2_extra_passes=(0, 1, 2, 4),
+    t2_samples=(1, 4, 16),
+    t2_temperature=0.7,
+    t2_beam=(2, 4),
+    t2_guidance=(1.0, 1.5, 2.0, 3.0),
+    t2_guidance_train=(
+      "--config.model.question_dropout=0.1",
+      "--config.data.task=multiplication_5x5",
+      "--config.train.num_steps=2000",
+    ),
+    t2_diffusion_steps=(8, 16, 32, 64),
+    t2_num=1000,
+    prm=("--prm.num_problems=2000", "--prm.valid_problems=500"),
+    benchmark=(f"--config={_MUL}:accel", "--steps=20"),
+  ),
+}
+
+_MODEL_FLAGS = {
+  "ar_nocot": ("--config.model.name=ar_nocot",),
+  "ar_cot": ("--config.model.name=ar_cot",),
+  "ar_trajectory": ("--config.model.name=ar_trajectory",),
+  "mdlm": ("--config.model.name=mdlm",),
+}
+
+
+def cell_dir(out, cell_id: str) -> pathlib.Path:
+  return pathlib.Path(out) / "cells" / cell_id
+
+
+def plan(profile: str, out) -> list[Cell]:
+  """Every cell of the three tables under `profile`, in running order.
+
+  Args:
+    profile: smoke | cpu | accel.
+    out: the output folder (cell workdirs are OUT/cells/<id>).
+  """
+  if profile not in PROFILE_SPECS:
+    raise ValueError(
+      f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}"
+    )
+  p = PROFILE_SPECS[profile]
+  out = pathlib.Path(out)
+  prepared = out / "prepared"
+  cells: list[Cell] = []
+
+  def wd(cell_id):
+    return str(cell_dir(out, cell_id))
+
+  # Table 1.
+  for row in p.rows:
+    common = [f"--config={row.config}", *row.overrides]
+    needs = ()
+    if row.prepare:
+      pid = f"t0.{row.key}.prepare"
+      cells.append(
+        Cell(
+          pid,
+          0,
+          row.title,
+          "prepare",
+          "prepare",
+          (
+            "python",
+            "-m",
+            "data_pipelines.prepare",
+            *row.prepare,
+            f"--data_dir={prepared}",
+          ),
+          raw=row.raw,
+        )
+      )
+      common.append(f"--config.data.data_dir={prepared}")
+      needs = (pid,)
+    for col in COLUMNS:
+      cid = f"t1.{row.key}.{col}"
+      extra, kind, cneeds = (), "train", needs
+      if col in _MODEL_FLAGS:
+        extra = (*_MODEL_FLAGS[col], "--config.model.match_params=refiner")
+      elif col == "bottomup_latent":
+        extra = row.latent
+      elif col == "bottomup_bootstrap":
+        base = f"t1.{row.key}.bottomup"
+        extra = (*row.bootstrap, f"--config.bootstrap.init_workdir={wd(base)}")
+        kind, cneeds = "bootstrap", (*needs, base)
+      argv = (
+        "python",
+        "-m",
+        "bottomup.main",
+        *common,
+        *extra,
+        f"--workdir={wd(cid)}",
+      )
+      cells.append(Cell(cid, 1, row.title, col, kind, argv, cneeds, row.raw))
+
+  # Table 2: test-time compute on one row's cells.
+  (row,) = [r for r in p.rows if r.key == p.t2_row]
+  base = f"t1.{row.key}.bottomup"
+  num = (f"--num={p.t2_num}",) if p.t2_num else ()
+
+  def evaluate(series, value, of, flags, needs=()):
+    cid = f"t2.{row.key}.{series}.{value:g}"
+    argv = (
+      "python",
+      "-m",
+      "bottomup.evaluate",
+      f"--workdir={wd(of)}",
+      *num,
+      "--show=0",
+      *flags,
+      f"--output={wd(cid)}/results.json",
+    )
+    cells.append(
+      Cell(
+        cid,
+        2,
+        row.title,
+        series,
+        "evaluate",
+        argv,
+        (of, *needs),
+        row.raw,
+        float(value),
+        of,
+      )
+    )
+
+  t = f"--temperature={p.t2_temperature:g}"
+  for e in p.t2_extra_passes:
+    evaluate("extra_passes", e, base, (f"--extra_passes={e}",))
+  for n in p.t2_samples:
+    flags = (f"--num_samples={n}", t) if n > 1 else ("--num_samples=1",)
+    evaluate("samples_likelihood", n, base, flags)
+  prm_id = f"t2.{row.key}.prm"
+  cells.append(
+    Cell(
+      prm_id,
+      2,
+      row.title,
+      "prm",
+      "prm",
+      ("python", "-m", "bottomup.prm", f"--workdir={wd(base)}", *p.prm),
+      (base,),
+      row.raw,
+      base=base,
+    )
+  )
+  for n in p.t2_samples:
+    if n > 1:
+      flags = (f"--num_samples={n}", t, "--selection=prm")
+      evaluate("samples_prm", n, base, flags, (prm_id,))
+  n_beam = max(p.t2_samples)
+  for w in p.t2_beam:
+    flags = (f"--num_samples={n_beam}", t, "--selection=prm")
+    evaluate("beam_prm", w, base, (*flags, f"--beam_width={w}"), (prm_id,))
+  guided = f"t2.{row.key}.bottomup_qdrop"
+  cells.append(
+    Cell(
+      guided,
+      2,
+      row.title,
+      "train_guidance",
+      "train",
+      (
+        "python",
+        "-m",
+        "bottomup.main",
+        f"--config={row.config}",
+        *row.overrides,
+        *p.t2_guidance_train,
+        f"--workdir={wd(guided)}",
+      ),
+      raw=row.raw,
+    )
+  )
+  for w in p.t2_guidance:
+    evaluate("guidance", w, guided, (f"--guidance={w:g}",))
+  mdlm = f"t1.{row.key}.mdlm"
+  for s in p.t2_diffusion_steps:
+    evaluate("mdlm_steps", s, mdlm, (f"--diffusion_steps={s}",))
+
+  # Table 3: the throughput benchmark, and the latency per solved problem
+  # of BottomUp and AR + CoT (the same number of test problems each).
+  for col in ("bottomup", "ar_cot"):
+    of = f"t1.{row.key}.{col}"
+    cid = f"t3.latency.{col}"
+    argv = (
+      "python",
+      "-m",
+      "bottomup.evaluate",
+      f"--workdir={wd(of)}",
+      *num,
+      "--show=0",
+      f"--output={wd(cid)}/results.json",
+    )
+    cells.append(
+      Cell(cid, 3, row.title, col, "evaluate", argv, (of,), row.raw, base=of)
+    )
+  bench = "t3.train_throughput"
+  cells.append(
+    Cell(
+      bench,
+      3,
+      row.title,
+      "train_throughput",
+      "benchmark",
+      (
+        "python",
+        "benchmarks/train_throughput.py",
+        *p.benchmark,
+        f"--output={wd(bench)}/results.json",
+      ),
+    )
+  )
+  return cells
+
+
+def select(cells: list[Cell], table: str) -> list[Cell]:
+  """The cells that `--table=table` (1, 2, 3 or all) needs, with their deps."""
+  if table == "all":
+    return list(cells)
+  if table not in ("1", "2", "3"):
+    raise ValueError(f"--table must be 1, 2, 3 or all, not {table!r}")
+  by_id = {c.id: c for c in cells}
+  want: set[str] = set()
+  stack = [c.id for c in cells if c.table == int(table)]
+  while stack:
+    cid = stack.pop()
+    if cid not in want:
+      want.add(cid)
+      stack.extend(by_id[cid].needs)
+  return [c for c in cells if c.id in want]
