@@ -165,13 +165,14 @@ PROFILE_SPECS = {
       ),
     ),
     t2_row="mul4x4",
-    t2_extra_passes=(0, 1),
-    t2_samples=(1, 2),
+    # One setting per series: the pipeline, in as few commands as possible.
+    t2_extra_passes=(1,),
+    t2_samples=(2,),
     t2_temperature=0.7,
     t2_beam=(2,),
-    t2_guidance=(1.0, 2.0),
+    t2_guidance=(2.0,),
     t2_guidance_train=("--config.model.question_dropout=0.2",),
-    t2_diffusion_steps=(4, 8),
+    t2_diffusion_steps=(4,),
     t2_num=16,
     prm=(
       "--prm.num_problems=8",
