@@ -19,6 +19,7 @@ from the Table 1 cells.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import pathlib
 
 COLUMNS = (
@@ -496,15 +497,28 @@ def plan(profile: str, out) -> list[Cell]:
   return cells
 
 
-def select(cells: list[Cell], table: str) -> list[Cell]:
-  """The cells that `--table=table` (1, 2, 3 or all) needs, with their deps."""
-  if table == "all":
-    return list(cells)
-  if table not in ("1", "2", "3"):
+def select(cells: list[Cell], table: str, patterns: str = "") -> list[Cell]:
+  """The cells that `--table=table` (1, 2, 3 or all) needs, with their deps.
+
+  Args:
+    cells: the plan.
+    table: 1, 2, 3 or all.
+    patterns: comma-separated shell patterns on cell ids (`--cells`); only
+      the matching cells of the table (and what they need) are kept.
+  """
+  if table not in ("1", "2", "3", "all"):
     raise ValueError(f"--table must be 1, 2, 3 or all, not {table!r}")
+  pats = [x for x in patterns.split(",") if x]
   by_id = {c.id: c for c in cells}
   want: set[str] = set()
-  stack = [c.id for c in cells if c.table == int(table)]
+  stack = [
+    c.id
+    for c in cells
+    if table in ("all", str(c.table))
+    and (not pats or any(fnmatch.fnmatchcase(c.id, x) for x in pats))
+  ]
+  if not stack:
+    raise ValueError(f"no cell of table {table} matches --cells={patterns}")
   while stack:
     cid = stack.pop()
     if cid not in want:

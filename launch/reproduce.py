@@ -1,7 +1,8 @@
 r"""Reproduces the paper tables: one command, resumable cell by cell.
 
-    python -m launch.reproduce --table=all --profile=cpu --out=results/cpu \
-        [--data_dir=$BOTTOMUP_DATA_DIR] [--dry_run] [--adopt=ID=WORKDIR ...]
+    python -m launch.reproduce --table=all --profile=cpu --out=DIR \
+        [--data_dir=$BOTTOMUP_DATA_DIR] [--cells=PATTERNS] [--dry_run] \
+        [--tables_only] [--adopt=ID=WORKDIR ...]
 
 Every cell of the tables (`launch/cells.py`) is an ordinary command run in a
 subprocess from the repository root, with its own workdir OUT/cells/<id>
@@ -215,6 +216,13 @@ def main(argv=None) -> int:
     help=f"Raw datasets (default ${cells_lib.DATA_ENV}).",
   )
   ap.add_argument(
+    "--cells",
+    default="",
+    metavar="PATTERNS",
+    help="Only these cells (comma-separated shell patterns on cell ids, "
+    "e.g. 't1.mul4x4.*'), with the cells they need.",
+  )
+  ap.add_argument(
     "--dry_run", action="store_true", help="Print the commands only."
   )
   ap.add_argument(
@@ -232,7 +240,10 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   out = pathlib.Path(args.out).resolve()
   plan = cells_lib.plan(args.profile, out)
-  todo = cells_lib.select(plan, args.table)
+  try:
+    todo = cells_lib.select(plan, args.table, args.cells)
+  except ValueError as e:
+    ap.error(str(e))
   by_id = {c.id: c for c in plan}
   for spec in args.adopt:
     cid, sep, wd = spec.partition("=")

@@ -64,6 +64,10 @@ def test_select_pulls_in_dependencies(tmp_path):
   assert "t1.mul4x4.ar_nocot" not in ids
   t3 = {c.id for c in cells.select(plan, "3")}
   assert {"t1.mul4x4.bottomup", "t1.mul4x4.ar_cot"} <= t3
+  only = [c.id for c in cells.select(plan, "all", "t2.*.guidance.*")]
+  assert only == ["t2.mul4x4.bottomup_qdrop", "t2.mul4x4.guidance.2"]
+  with pytest.raises(ValueError, match="no cell"):
+    cells.select(plan, "1", "t2.*")
   with pytest.raises(ValueError, match="--table"):
     cells.select(plan, "4")
   with pytest.raises(ValueError, match="unknown profile"):
