@@ -97,7 +97,7 @@ class Evaluator:
   def _load_prm(self, s):
     """The PRM module for `selection=prm` (its params: `_prm_params`)."""
     self._prm_params = None
-    if s.get("selection", "likelihood") != "prm":
+    if s.get("selection", "likelihood") not in sampling.PRM_SELECTIONS:
       return None
     from bottomup import prm as prm_io
 
@@ -385,7 +385,7 @@ def main(argv):
   if f.eval_file and not pathlib.Path(f.eval_file).is_file():
     raise app.UsageError(f"--eval_file={f.eval_file}: no such file")
   overrides = {name: getattr(f, name) for name in SAMPLING_FLAGS}
-  if f.selection == "prm":
+  if f.selection in sampling.PRM_SELECTIONS:
     overrides["prm_dir"] = f.prm_dir or str(pathlib.Path(f.workdir) / "prm")
   config, data, model, mesh, params, step = restore_run(f.workdir, overrides)
   split = f.split or config.eval.final_split
@@ -441,9 +441,10 @@ if __name__ == "__main__":
   flags.DEFINE_enum(
     "selection",
     None,
-    ["likelihood", "prm"],
+    ["likelihood", "prm", "prm_likelihood"],
     "How the samples of a pass are ranked (prm: a process reward model "
-    "from `python -m bottomup.prm`).",
+    "from `python -m bottomup.prm`; prm_likelihood: log-likelihood + log "
+    "PRM probability).",
   )
   flags.DEFINE_string("prm_dir", "", "The PRM folder (default WORKDIR/prm).")
   flags.DEFINE_integer("beam_width", None, "Drafts kept per pass (beam).")

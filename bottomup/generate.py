@@ -146,7 +146,7 @@ def make_sampler(model, cfg: sampling.SamplingConfig):
   refiner_only = dict(
     guidance=cfg.guided,
     beam_width=cfg.beam_width > 1,
-    selection_prm=cfg.selection == "prm",
+    selection_prm=cfg.selection in sampling.PRM_SELECTIONS,
   )
   used = [k for k, v in refiner_only.items() if v]
   if used and not isinstance(model, Refiner):

@@ -45,6 +45,7 @@ import numpy as np
 from bottomup.models.refiner import BOS_ID, EOS_ID, PAD_ID, Refiner
 from bottomup.models.transformer import DecodeCache
 from bottomup.selection import (  # noqa: F401 (re-exported)
+  PRM_SELECTIONS,
   SELECTIONS,
   Candidates,
   Selection,
@@ -76,7 +77,7 @@ class SamplingConfig:
       drafts: every kept draft is refined by the next pass and the best
       `beam_width` of all their samples are kept; the best at the end is
       returned); 1 = keep one.
-    prm: the ProcessRewardModel module for `selection="prm"` (its params
+    prm: the ProcessRewardModel module for the PRM selections (its params
       are `refine`'s `selection_params`).
     latent: the latent passes, as one bool per pass or as pass indices.
     kv_cache: False recomputes the whole decoder prefix at every token.
@@ -128,8 +129,10 @@ class SamplingConfig:
       raise ValueError(
         f"unmask_order must be random|confidence, got {self.unmask_order!r}"
       )
-    if self.selection == "prm" and self.prm is None:
-      raise ValueError("selection='prm' needs a process reward model (prm=)")
+    if self.selection in PRM_SELECTIONS and self.prm is None:
+      raise ValueError(
+        f"selection={self.selection!r} needs a process reward model (prm=)"
+      )
     if self.beam_width < 1:
       raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
     if self.beam_width > 1 and self.extra_passes:

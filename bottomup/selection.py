@@ -33,12 +33,26 @@ class Candidates:
 # `cfg.prm`, whose parameters arrive as `selection_params` (an argument of
 # `refine`).
 Selection = Callable[[Candidates, Any, Any], jax.Array]
+
+
+def _prm_logits(cands: Candidates, params, cfg) -> jax.Array:
+  return prm_lib.prm_logits(
+    cfg.prm, params, cands.question, cands.tokens, cands.t
+  )
+
+
 SELECTIONS: dict[str, Selection] = {
   "likelihood": lambda cands, _, cfg: cands.logprob,
-  "prm": lambda cands, params, cfg: prm_lib.prm_logits(
-    cfg.prm, params, cands.question, cands.tokens, cands.t
+  # P(final answer correct | draft) by the PRM.
+  "prm": _prm_logits,
+  # log p(draft) + log P(correct | draft): the probability that the model
+  # writes the draft and that it leads to a right answer.
+  "prm_likelihood": lambda cands, params, cfg: (
+    cands.logprob + jax.nn.log_sigmoid(_prm_logits(cands, params, cfg))
   ),
 }
+# The selections that need a process reward model.
+PRM_SELECTIONS = ("prm", "prm_likelihood")
 
 
 def select(cands: Candidates, scores: jax.Array):

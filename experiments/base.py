@@ -117,9 +117,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Classifier-free guidance weight w (refiner): logits = l_uncond +
   # w * (l_cond - l_uncond); 1 = off. Needs model.question_dropout > 0.
   c.sampling.guidance = 1.0
-  # How the samples of a pass are ranked: "likelihood", or "prm" (a process
+  # How the samples of a pass are ranked: "likelihood", "prm" (a process
   # reward model trained by `python -m bottomup.prm`, read from prm_dir,
-  # default WORKDIR/prm).
+  # default WORKDIR/prm) or "prm_likelihood" (log-likelihood + log PRM
+  # probability).
   c.sampling.selection = "likelihood"
   c.sampling.prm_dir = ""
   # Drafts kept per question after each pass (beam over drafts; 1 = one).

@@ -427,10 +427,11 @@ def plan(profile: str, out) -> list[Cell]:
       base=base,
     )
   )
-  for n in p.t2_samples:
-    if n > 1:
-      flags = (f"--num_samples={n}", t, "--selection=prm")
-      evaluate("samples_prm", n, base, flags, (prm_id,))
+  for sel in ("prm", "prm_likelihood"):
+    for n in p.t2_samples:
+      if n > 1:
+        flags = (f"--num_samples={n}", t, f"--selection={sel}")
+        evaluate(f"samples_{sel}", n, base, flags, (prm_id,))
   n_beam = max(p.t2_samples)
   for w in p.t2_beam:
     flags = (f"--num_samples={n_beam}", t, "--selection=prm")

@@ -217,3 +217,38 @@ def test_rollouts_train_and_guided_evaluation(tmp_path):
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert read_json(out)["num_examples"] == 8
+
+
+def test_prm_likelihood_adds_log_prm_probability(monkeypatch):
+  from bottomup import selection
+
+  fake = {"logits": None}
+  monkeypatch.setattr(
+    prm_lib, "prm_logits", lambda *args: jnp.asarray(fake["logits"])
+  )
+  cfg = sampling.SamplingConfig(
+    trained_passes=2, max_draft_len=4, prm=object(), selection="prm"
+  )
+  cands = selection.Candidates(
+    question=jnp.zeros((1, 3), jnp.int32),
+    tokens=jnp.zeros((1, 2, 4), jnp.int32),
+    logprob=jnp.asarray([[-1.0, -6.0]]),
+    t=0,
+  )
+  fake["logits"] = [[0.0, 3.0]]
+  by = {
+    k: selection.SELECTIONS[k](cands, None, cfg) for k in selection.SELECTIONS
+  }
+  want = np.array([-1.0 + np.log(0.5), -6.0 + np.log(1 / (1 + np.exp(-3)))])
+  np.testing.assert_allclose(by["prm_likelihood"][0], want, rtol=1e-5)
+  assert int(jnp.argmax(by["prm"][0])) == 1  # the PRM alone: the unlikely one
+  assert int(jnp.argmax(by["prm_likelihood"][0])) == 0
+  assert int(jnp.argmax(by["likelihood"][0])) == 0
+  fake["logits"] = [[-3.0, 3.0]]
+  cands = cands.replace(logprob=jnp.asarray([[-1.0, -3.0]]))
+  score = selection.SELECTIONS["prm_likelihood"](cands, None, cfg)
+  assert int(jnp.argmax(score[0])) == 1  # a confident PRM overrules
+  with pytest.raises(ValueError, match="prm_likelihood"):
+    sampling.SamplingConfig(
+      trained_passes=2, max_draft_len=4, selection="prm_likelihood"
+    )
