@@ -159,6 +159,16 @@ def _sample_round(config, model_dir, problems, seed):
     (summary record, kept trajectories).
   """
   b = config.bootstrap
+  if b.samples_per_question == 0:  # the control: no self-generated data
+    record = dict(
+      attempted_questions=0,
+      samples=0,
+      accepted_questions=0,
+      **{"yield": 0.0},
+      rationalized=0,
+      kept=0,
+    )
+    return record, []
   cfg, data, model, mesh, params, _ = evaluate.restore_run(
     model_dir,
     dict(
@@ -216,8 +226,18 @@ def _check(config) -> None:
       "seen answer hints in training to use one (or set "
       "--config.bootstrap.rationalize=False)"
     )
-  if b.samples_per_question < 1 or b.keep_per_question < 1:
-    raise ValueError("bootstrap.samples_per_question/keep_per_question >= 1")
+  if b.samples_per_question < 0 or b.keep_per_question < 1:
+    raise ValueError(
+      "bootstrap.samples_per_question must be >= 0 and keep_per_question >= 1"
+    )
+  if b.samples_per_question == 0 and (
+    b.rationalize or not b.include_supervised
+  ):
+    raise ValueError(
+      "bootstrap.samples_per_question=0 (the control: rounds fine-tune on "
+      "the supervised examples only) needs rationalize=False and "
+      "include_supervised=True"
+    )
   if b.num_questions < 1:
     raise ValueError("bootstrap.num_questions must be >= 1")
 

@@ -136,7 +136,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Unsolved questions: the training problems after the first
   # data.train_examples (their solutions are never read, only answers).
   c.bootstrap.num_questions = 1000
-  c.bootstrap.samples_per_question = 4  # k solutions sampled per question.
+  # k solutions sampled per question; 0 = the control: the rounds fine-tune
+  # on the supervised examples only (tells self-training from more steps).
+  c.bootstrap.samples_per_question = 4
   c.bootstrap.temperature = 0.7  # Sampling temperature of the rounds.
   c.bootstrap.top_p = 0.95  # Nucleus sampling of the rounds (1 = off).
   # Distinct verified solutions kept per question.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from runs import read_json, smoke_config
 
-from bottomup import bootstrap, datasets
+from bottomup import bootstrap, datasets, evaluate
 from data_pipelines import batching, views
 from data_pipelines import tokenizer as tok_lib
 from data_pipelines.tasks import multiplication
@@ -227,3 +227,30 @@ def test_a_round_with_nothing_to_learn_keeps_the_previous_model(
   assert r1["valid_accuracy"] == r0["valid_accuracy"]
   assert not (tmp_path / "round_1" / "checkpoints").exists()
   assert final["num_examples"] == 64
+
+
+def test_control_rounds_fine_tune_on_the_supervised_examples_only(
+  toy_run, tmp_path, monkeypatch
+):
+  workdir, _ = toy_run
+  cfg = _toy_config()
+  with cfg.unlocked():
+    cfg.bootstrap.rounds = 1
+    cfg.bootstrap.samples_per_question = 0
+    cfg.bootstrap.steps_per_round = 10
+    cfg.bootstrap.init_workdir = str(workdir / "supervised")
+  with pytest.raises(ValueError, match="rationalize=False"):
+    bootstrap.run(cfg, tmp_path)
+  with cfg.unlocked():
+    cfg.bootstrap.rationalize = False
+  monkeypatch.setattr(
+    evaluate,
+    "restore_run",
+    lambda *a, **k: (_ for _ in ()).throw(AssertionError("no sampling")),
+  )
+  monkeypatch.setattr(bootstrap, "_evaluate", lambda *a, **k: {"accuracy": 0.5})
+  bootstrap.run(cfg, tmp_path)
+  r0, r1 = read_json(tmp_path / "rounds.json")
+  assert r1["samples"] == 0 and r1["kept"] == 0
+  assert r1["train_size"] == 256  # the supervised examples alone
+  assert (tmp_path / "round_1" / "checkpoints").exists()
