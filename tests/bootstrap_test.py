@@ -248,7 +248,11 @@ def test_control_rounds_fine_tune_on_the_supervised_examples_only(
     "restore_run",
     lambda *a, **k: (_ for _ in ()).throw(AssertionError("no sampling")),
   )
-  monkeypatch.setattr(bootstrap, "_evaluate", lambda *a, **k: {"accuracy": 0.5})
+  monkeypatch.setattr(
+    bootstrap,
+    "_evaluate",
+    lambda *a, **k: dict(accuracy=0.5, num_correct=1, num_examples=2),
+  )
   bootstrap.run(cfg, tmp_path)
   r0, r1 = read_json(tmp_path / "rounds.json")
   assert r1["samples"] == 0 and r1["kept"] == 0
