@@ -99,6 +99,20 @@ def _raw_missing(cell, data_dir) -> str:
   return ""
 
 
+def _record(cell, **fields) -> dict:
+  """A cell.json: the cell's identity and command, then `fields`."""
+  return dict(
+    id=cell.id,
+    table=cell.table,
+    row=cell.row,
+    column=cell.column,
+    kind=cell.kind,
+    value=cell.value,
+    command=command_text(cell.argv),
+    **fields,
+  )
+
+
 def run_cell(cell, out, data_dir, done) -> tuple[str, str]:
   """Runs one cell unless done; returns (status, detail)."""
   cdir = cells_lib.cell_dir(out, cell.id)
@@ -141,14 +155,8 @@ def run_cell(cell, out, data_dir, done) -> tuple[str, str]:
   except (OSError, KeyError, ValueError) as e:
     return "failed", f"ran, but its results could not be read: {e}"
   runs = [json.loads(x) for x in attempts.read_text().splitlines() if x]
-  record = dict(
-    id=cell.id,
-    table=cell.table,
-    row=cell.row,
-    column=cell.column,
-    kind=cell.kind,
-    value=cell.value,
-    command=command_text(cell.argv),
+  record = _record(
+    cell,
     commit=commit,
     wall_s=round(sum(r["wall_s"] for r in runs), 1),
     attempts=len(runs),
@@ -183,14 +191,8 @@ def adopt(cell, out, workdir) -> dict:
   shutil.copytree(src, cdir)
   timing = json.loads((cdir / "timing.json").read_text())
   figures = tables.read_figures(cell, out)
-  record = dict(
-    id=cell.id,
-    table=cell.table,
-    row=cell.row,
-    column=cell.column,
-    kind=cell.kind,
-    value=cell.value,
-    command=command_text(cell.argv),
+  record = _record(
+    cell,
     commit="adopted",
     wall_s=timing.get("wall_seconds_this_run"),
     attempts=1,
