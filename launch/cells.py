@@ -160,8 +160,8 @@ def plan(profile: str, out) -> list[Cell]:
   base = f"t1.{row.key}.bottomup"
   num = (f"--num={p.t2_num}",) if p.t2_num else ()
 
-  def evaluate(series, value, of, flags, needs=()):
-    cid = f"t2.{row.key}.{series}.{value:g}"
+  def evaluate(series, value, of, flags, needs=(), cid="", table=2):
+    cid = cid or f"t2.{row.key}.{series}.{value:g}"
     argv = (
       "python",
       "-m",
@@ -175,7 +175,7 @@ def plan(profile: str, out) -> list[Cell]:
     cells.append(
       Cell(
         cid,
-        2,
+        table,
         row.title,
         series,
         "evaluate",
@@ -246,19 +246,7 @@ def plan(profile: str, out) -> list[Cell]:
   # of BottomUp and AR + CoT (the same number of test problems each).
   for col in ("bottomup", "ar_cot"):
     of = f"t1.{row.key}.{col}"
-    cid = f"t3.latency.{col}"
-    argv = (
-      "python",
-      "-m",
-      "bottomup.evaluate",
-      f"--workdir={wd(of)}",
-      *num,
-      "--show=0",
-      f"--output={wd(cid)}/results.json",
-    )
-    cells.append(
-      Cell(cid, 3, row.title, col, "evaluate", argv, (of,), row.raw, base=of)
-    )
+    evaluate(col, 0, of, (), cid=f"t3.latency.{col}", table=3)
   bench = "t3.train_throughput"
   cells.append(
     Cell(
