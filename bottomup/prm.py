@@ -11,7 +11,12 @@ For the refiner trained in DIR (DESIGN §3-§4):
    rest sampled); the value of d_t is the fraction of rollouts whose final
    answer verifies. The final draft's value is its own correctness.
 3. Train the process reward model (`models/prm.py`, a small encoder over
-   [question; d_t] and t) with binary cross-entropy against the values.
+   [question; d_t] and t) with binary cross-entropy against the values,
+   holding out the last `prm.holdout_fraction` of the training problems
+   (all their drafts) and keeping the parameters with the lowest held-out
+   loss, checked every `prm.eval_every` steps (early stopping: the drafts
+   of one problem are strongly correlated, and a PRM trained to the end
+   memorises the training questions' difficulty).
 4. Roll out `prm.valid_problems` valid problems the same way and report
    the Brier score and AUROC of the predictions against the outcome of
    every rollout (and the Brier score of always predicting the base rate).
@@ -72,7 +77,7 @@ def rollout_values(model, params, data, trajs, cfg, latent, seed, batch_size):
   Returns:
     dict of numpy arrays over the scored drafts: question [N, Lq], draft
     [N, Ld], t [N], value [N], outcomes [N, R] (float, NaN-free: the final
-    draft's single outcome is repeated).
+    draft's single outcome is repeated), problem [N] (index into `trajs`).
   """
   shapes = data.shapes
   t_len = shapes.max_drafts
@@ -87,7 +92,9 @@ def rollout_values(model, params, data, trajs, cfg, latent, seed, batch_size):
   task, tok = data.task, data.tokenizer
   batch, _ = data.encode(trajs)
   rng = jax.random.key(seed)
-  out = {k: [] for k in ("question", "draft", "t", "value", "outcomes")}
+  out = {
+    k: [] for k in ("question", "draft", "t", "value", "outcomes", "problem")
+  }
 
   def correct(final_rows, answers_):
     texts = answers.decode_text(tok, np.asarray(final_rows)[:, None])
@@ -119,6 +126,7 @@ def rollout_values(model, params, data, trajs, cfg, latent, seed, batch_size):
       out["t"].append(np.full((b,), t, np.int32))
       out["value"].append(outcomes.mean(1))
       out["outcomes"].append(outcomes)
+      out["problem"].append(np.arange(lo, lo + b))
   return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -167,8 +175,41 @@ def calibration(probs, outcomes) -> dict:
 # -- Training ------------------------------------------------------------------
 
 
-def train_prm(prm, data_arrays, cfg, seed: int):
-  """Trains the PRM on rollout values; returns (params, final loss)."""
+_FIELDS = ("question", "draft", "t", "value")
+
+
+def split_by_problem(arrays, fraction: float):
+  """(fit, holdout): the drafts of the last `fraction` of the problems are
+  held out (None when that is no problem)."""
+  n_prob = int(arrays["problem"].max()) + 1
+  n_hold = int(round(n_prob * fraction))
+  if n_hold == 0 or n_hold == n_prob:
+    return arrays, None
+  hold = arrays["problem"] >= n_prob - n_hold
+  return (
+    {k: v[~hold] for k, v in arrays.items()},
+    {k: v[hold] for k, v in arrays.items()},
+  )
+
+
+def train_prm(prm, data_arrays, cfg, seed: int, holdout=None):
+  """Trains the PRM on rollout values.
+
+  Args:
+    prm: the ProcessRewardModel.
+    data_arrays: `rollout_values` output to fit.
+    cfg: the `prm` config group (steps, batch_size, learning_rate,
+      eval_every).
+    seed: PRNG seed (init and batches).
+    holdout: rollout values to stop on, or None: then the last step's
+      parameters are kept.
+
+  Returns:
+    (params, info): the kept parameters; info has `final_loss` (the last
+    training batch's), `best_step` and `holdout_loss` (the held-out loss of
+    the kept parameters; None without a holdout) and `curve`, the
+    [step, held-out loss] checks.
+  """
   n = len(data_arrays["value"])
   rng = np.random.default_rng(seed)
   params = flax.linen.meta.unbox(
@@ -197,15 +238,34 @@ def train_prm(prm, data_arrays, cfg, seed: int):
     updates, o = tx.update(g, o, p)
     return optax.apply_updates(p, updates), o, loss
 
+  eval_loss = jax.jit(loss_fn)
+
+  def held_out(p) -> float:
+    total, bs = 0.0, 1024
+    for i in range(0, len(holdout["value"]), bs):
+      part = {k: holdout[k][i : i + bs] for k in _FIELDS}
+      total += float(eval_loss(p, part)) * len(part["value"])
+    return total / len(holdout["value"])
+
+  every = cfg.get("eval_every", 0) or cfg.steps
+  curve, best = [], (float("inf"), 0, params)
   loss = float("nan")
   bs = min(cfg.batch_size, n)
-  for _ in range(cfg.steps):
+  for i in range(1, cfg.steps + 1):
     idx = rng.choice(n, bs, replace=False)
-    batch = {
-      k: data_arrays[k][idx] for k in ("question", "draft", "t", "value")
-    }
-    params, opt, loss = step(params, opt, batch)
-  return params, float(loss)
+    params, opt, loss = step(
+      params, opt, {k: data_arrays[k][idx] for k in _FIELDS}
+    )
+    if holdout is not None and (i % every == 0 or i == cfg.steps):
+      h = held_out(params)
+      curve.append([i, round(h, 5)])
+      if h < best[0]:
+        best = (h, i, params)
+  info = dict(final_loss=float(loss), curve=curve)
+  if holdout is None:
+    return params, dict(info, best_step=cfg.steps, holdout_loss=None)
+  h, i, params = best
+  return params, dict(info, best_step=i, holdout_loss=h)
 
 
 def predict(prm, params, arrays, batch_size: int = 512) -> np.ndarray:
@@ -281,13 +341,15 @@ def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
   prm = prm_lib.make_prm(
     cfg, data.tokenizer.vocab_size, data.tokenizer.digit_ids
   )
-  prm_params, loss = train_prm(prm, tr, cfg, config.seed)
+  fit, hold = split_by_problem(tr, cfg.get("holdout_fraction", 0.0))
+  prm_params, info = train_prm(prm, fit, cfg, config.seed, holdout=hold)
   p_va = predict(prm, prm_params, va)
   results = dict(
     refiner_step=step,
-    train_drafts=int(len(tr["t"])),
+    train_drafts=int(len(fit["t"])),
+    holdout_drafts=0 if hold is None else int(len(hold["t"])),
     train_value_mean=float(tr["value"].mean()),
-    final_loss=loss,
+    **info,
     valid=calibration(p_va, va["outcomes"]),
     valid_by_pass={
       int(t): calibration(p_va[va["t"] == t], va["outcomes"][va["t"] == t])
@@ -302,7 +364,8 @@ def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
   v = results["valid"]
   print(
     f"PRM on {v['num_drafts']} valid drafts: Brier {v['brier']:.4f} (base "
-    f"rate {v['brier_base_rate']:.4f}), AUROC {v['auroc']}; wrote {out}",
+    f"rate {v['brier_base_rate']:.4f}), AUROC {v['auroc']}; kept step "
+    f"{results['best_step']}/{cfg.steps}; wrote {out}",
     flush=True,
   )
   return results

@@ -161,7 +161,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.prm.rollouts = 4  # Continuations per draft (its Monte-Carlo value).
   c.prm.temperature = 0.7  # Sampling temperature of the rollouts.
   c.prm.top_p = 0.95  # Nucleus sampling of the rollouts (1 = off).
-  c.prm.steps = 1000  # PRM training steps.
+  c.prm.steps = 1000  # PRM training steps (at most: see holdout_fraction).
+  # Training problems held out (all their drafts); the parameters with the
+  # lowest held-out loss, checked every `eval_every` steps, are kept.
+  c.prm.holdout_fraction = 0.2
+  c.prm.eval_every = 25
   c.prm.batch_size = 256  # Drafts per PRM step.
   c.prm.learning_rate = 1e-3  # AdamW peak learning rate.
   c.prm.d_model = 128  # PRM width.

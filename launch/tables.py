@@ -114,6 +114,7 @@ def read_figures(cell, out) -> dict:
       brier=res["valid"]["brier"],
       brier_base_rate=res["valid"]["brier_base_rate"],
       valid_drafts=res["valid"]["num_drafts"],
+      kept_step=res.get("best_step"),
     )
   if cell.kind == "benchmark":
     return _json(cdir / "results.json")
@@ -239,6 +240,8 @@ def table2(out, plan, done, status, header_note) -> list[pathlib.Path]:
         f"PRM on valid drafts: AUROC {_sci(r['auroc'])}, Brier "
         f"{_sci(r['brier'])} (base rate {_sci(r['brier_base_rate'])})"
       )
+      if r.get("kept_step"):
+        other += f"; early-stopped at step {r['kept_step']}"
     elif c.kind == "train" and r:
       other = f"trained with question dropout: {_pct(r['accuracy'])}"
     elif not r:

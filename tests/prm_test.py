@@ -72,7 +72,9 @@ def test_prm_learns_hand_made_values():
   cfg = ml_collections.ConfigDict(
     dict(steps=150, batch_size=64, learning_rate=3e-3)
   )
-  params, loss = prm.train_prm(module, arrays, cfg, seed=0)
+  params, info = prm.train_prm(module, arrays, cfg, seed=0)
+  loss = info["final_loss"]
+  assert info["best_step"] == 150 and info["holdout_loss"] is None
   # Cross-entropy against 0.1/0.9 targets is at least their entropy.
   entropy = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
   assert entropy - 1e-3 < loss < entropy + 0.05
@@ -87,6 +89,48 @@ def test_prm_learns_hand_made_values():
     1,
   )
   assert scores.shape == (2, 3)
+
+
+def test_split_by_problem_holds_out_whole_problems():
+  arrays = dict(
+    problem=np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]),
+    t=np.array([0] * 5 + [1] * 5),
+  )
+  fit, hold = prm.split_by_problem(arrays, 0.4)
+  np.testing.assert_array_equal(hold["problem"], [3, 4, 3, 4])
+  np.testing.assert_array_equal(fit["problem"], [0, 1, 2, 0, 1, 2])
+  np.testing.assert_array_equal(hold["t"], [0, 0, 1, 1])
+  assert prm.split_by_problem(arrays, 0.0)[1] is None
+
+
+def test_early_stopping_keeps_the_best_held_out_parameters():
+  """Values are coin flips per question: all there is to learn is noise, so
+  the held-out loss rises once the PRM memorises the fit set; the kept
+  parameters are those of the best check, and their held-out loss is it."""
+  rng = np.random.default_rng(1)
+  n = 96
+  arrays = dict(
+    question=rng.integers(21, 30, (n, 5)).astype(np.int32),
+    draft=rng.integers(21, 30, (n, 6)).astype(np.int32),
+    t=np.zeros(n, np.int32),
+    value=(rng.random(n) < 0.5).astype(np.float32),
+    problem=np.arange(n),
+  )
+  fit, hold = prm.split_by_problem(arrays, 0.25)
+  module = _prm()
+  cfg = ml_collections.ConfigDict(
+    dict(steps=300, batch_size=32, learning_rate=3e-3, eval_every=20)
+  )
+  params, info = prm.train_prm(module, fit, cfg, seed=0, holdout=hold)
+  losses = [h for _, h in info["curve"]]
+  assert [s for s, _ in info["curve"]] == list(range(20, 301, 20))
+  assert info["holdout_loss"] == pytest.approx(min(losses), abs=1e-5)
+  assert info["best_step"] == info["curve"][int(np.argmin(losses))][0]
+  assert info["best_step"] < 300 and losses[-1] > min(losses)
+  p = prm.predict(module, params, hold)
+  y = hold["value"]
+  bce = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+  assert bce == pytest.approx(info["holdout_loss"], rel=1e-4)
 
 
 def test_select_beam_by_hand():
