@@ -2,7 +2,7 @@ r"""Reproduces the paper tables: one command, resumable cell by cell.
 
     python -m launch.reproduce --table=all --profile=cpu --out=DIR \
         [--data_dir=$BOTTOMUP_DATA_DIR] [--cells=PATTERNS] [--dry_run] \
-        [--tables_only] [--adopt=ID=WORKDIR ...]
+        [--tables_only] [--adopt=ID=WORKDIR ...] [--results=results/cpu]
 
 Every cell of the tables (`launch/cells.py`) is an ordinary command run in a
 subprocess from the repository root, with its own workdir OUT/cells/<id>
@@ -22,6 +22,14 @@ tables.
 `--adopt=ID=WORKDIR` takes a run made elsewhere as the cell ID, when the
 run finished and its saved config equals the one the cell's command makes
 (fields the run predates are listed in cell.json); it is copied in.
+
+`--results=DIR` (the committed results, e.g. `results/cpu`) lets a profile
+be run in pieces on different machines or sessions: a cell recorded in
+DIR/cells/<id>.json counts as finished unless OUT has it, and at the end
+the tables and the record of every finished cell are written to DIR as
+well. A recorded cell has no checkpoints here, so a cell that needs one
+(an evaluation of its model) is skipped with the reason; delete the record
+to run the model again.
 """
 
 from __future__ import annotations
@@ -86,6 +94,36 @@ def load_done(out, cell_list) -> dict[str, dict]:
   return done
 
 
+def load_recorded(results, cell_list, done) -> set[str]:
+  """Adds to `done` the cells recorded in RESULTS/cells/<id>.json that OUT
+  has not finished; returns their ids."""
+  got = set()
+  for c in cell_list:
+    f = pathlib.Path(results) / "cells" / f"{c.id}.json"
+    if c.id not in done and f.exists():
+      rec = json.loads(f.read_text())
+      if rec.get("id") != c.id:
+        raise ValueError(f"{f}: records cell {rec.get('id')!r}, not {c.id!r}")
+      done[c.id] = rec
+      got.add(c.id)
+  return got
+
+
+def publish(results, out, done, written) -> list[pathlib.Path]:
+  """Copies the tables and every finished cell's record into `results`."""
+  results = pathlib.Path(results)
+  (results / "cells").mkdir(parents=True, exist_ok=True)
+  paths = []
+  for path in written:
+    shutil.copyfile(path, results / path.name)
+    paths.append(results / path.name)
+  for cid, rec in sorted(done.items()):
+    f = results / "cells" / f"{cid}.json"
+    _write_json(f, rec)
+    paths.append(f)
+  return paths
+
+
 def _raw_missing(cell, data_dir) -> str:
   if not cell.raw:
     return ""
@@ -113,8 +151,11 @@ def _record(cell, **fields) -> dict:
   )
 
 
-def run_cell(cell, out, data_dir, done) -> tuple[str, str]:
-  """Runs one cell unless done; returns (status, detail)."""
+def run_cell(cell, out, data_dir, done, recorded=()) -> tuple[str, str]:
+  """Runs one cell unless done; returns (status, detail).
+
+  `recorded`: the ids in `done` that come from `--results` (no workdir).
+  """
   cdir = cells_lib.cell_dir(out, cell.id)
   if cell.id in done:
     return "done", "finished earlier"
@@ -124,6 +165,12 @@ def run_cell(cell, out, data_dir, done) -> tuple[str, str]:
   waiting = [n for n in cell.needs if n not in done]
   if waiting:
     return "skipped", f"needs {', '.join(waiting)}, which did not finish"
+  elsewhere = [n for n in cell.needs if n in recorded]
+  if elsewhere:
+    return "skipped", (
+      f"needs the workdir of {', '.join(elsewhere)}, which ran elsewhere "
+      "(only its record is here); delete that record to run it again"
+    )
   cdir.mkdir(parents=True, exist_ok=True)
   argv = [sys.executable if a == "python" else a for a in cell.argv]
   env = dict(os.environ)
@@ -239,6 +286,13 @@ def main(argv=None) -> int:
     metavar="ID=WORKDIR",
     help="Take a finished run as the cell ID (repeatable).",
   )
+  ap.add_argument(
+    "--results",
+    default="",
+    metavar="DIR",
+    help="Committed results (e.g. results/cpu): cells recorded in "
+    "DIR/cells count as finished; the tables and records are written there.",
+  )
   args = ap.parse_args(argv)
   out = pathlib.Path(args.out).resolve()
   plan = cells_lib.plan(args.profile, out)
@@ -264,13 +318,24 @@ def main(argv=None) -> int:
     return 0
   out.mkdir(parents=True, exist_ok=True)
   done = load_done(out, plan)
+  recorded = set()
+  if args.results:
+    try:
+      recorded = load_recorded(args.results, plan, done)
+    except ValueError as e:
+      ap.error(f"--results={args.results}: {e}")
+    print(f"{len(recorded)} cell(s) recorded in {args.results}")
   status = {}
   if not args.tables_only:
     for c in todo:
-      st, detail = run_cell(c, out, args.data_dir, done)
+      st, detail = run_cell(c, out, args.data_dir, done, recorded)
+      if c.id in recorded:
+        detail = f"recorded in {args.results}"
       status[c.id] = (st, detail)
       print(f"[{c.id}] {st}: {detail}", flush=True)
   written = tables.write_all(out, args.profile, plan, done, args.table, status)
+  if args.results:
+    written += publish(args.results, out, done, written)
   for path in written:
     print(f"wrote {path}")
   failed = [cid for cid, (st, _) in status.items() if st == "failed"]

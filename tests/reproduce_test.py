@@ -157,6 +157,50 @@ def test_adopt_checks_the_config(tmp_path):
   assert reproduce.load_done(out, [cell])[cell.id] == rec
 
 
+def test_results_records_count_as_finished_and_are_published(tmp_path):
+  """--results: a profile run in pieces, on machines that do not share
+  OUT, gathers in one committed folder."""
+  out, res = tmp_path / "out", tmp_path / "results"
+  plan = cells.plan("smoke", out)
+  by_id = {c.id: c for c in plan}
+  train, mdlm = by_id["t1.mul4x4.bottomup"], by_id["t1.mul4x4.mdlm"]
+  rec = reproduce._record(train, commit="abc", wall_s=5.0, accuracy=0.5)
+  (res / "cells").mkdir(parents=True)
+  (res / "cells" / f"{train.id}.json").write_text(json.dumps(rec))
+  # OUT's own finished cell wins over a record of it.
+  mine = reproduce._record(mdlm, commit="def", wall_s=1.0, accuracy=0.25)
+  cells.cell_dir(out, mdlm.id).mkdir(parents=True)
+  (cells.cell_dir(out, mdlm.id) / reproduce.CELL_FILE).write_text(
+    json.dumps(mine)
+  )
+  stale = dict(mine, accuracy=0.0)
+  (res / "cells" / f"{mdlm.id}.json").write_text(json.dumps(stale))
+  done = reproduce.load_done(out, plan)
+  assert reproduce.load_recorded(res, plan, done) == {train.id}
+  assert done[train.id] == rec and done[mdlm.id] == mine
+  # An evaluation of the recorded model has no checkpoint to read.
+  (evals,) = [c for c in plan if c.id == "t2.mul4x4.extra_passes.1"]
+  st, why = reproduce.run_cell(evals, out, "", done, {train.id})
+  assert st == "skipped" and "ran elsewhere" in why and train.id in why
+  assert not cells.cell_dir(out, evals.id).exists()
+  rc = reproduce.main(
+    ["--table=1", "--profile=smoke", f"--out={out}", f"--results={res}"]
+    + ["--tables_only"]
+  )
+  assert rc == 0
+  row = [x for x in (res / "table1.md").read_text().splitlines() if "4x4" in x]
+  assert "50.0%" in row[0] and "25.0%" in row[0]
+  assert (res / "table1.csv").exists()
+  published = json.loads((res / "cells" / f"{mdlm.id}.json").read_text())
+  assert published == mine
+  # A record filed under the wrong name is refused, naming the file.
+  (res / "cells" / "t1.mul4x4.ar_cot.json").write_text(json.dumps(rec))
+  with pytest.raises(SystemExit):
+    reproduce.main(
+      ["--profile=smoke", f"--out={out}", f"--results={res}", "--tables_only"]
+    )
+
+
 def test_smoke_profile_writes_all_tables(tmp_path):
   """The acceptance command, end to end (a few minutes on 2 CPU cores)."""
   out = tmp_path / "tables"
