@@ -4,8 +4,12 @@
 
 For the refiner trained in DIR (DESIGN §3-§4):
 
-1. Sample a trajectory d_0 ... d_{T-1} for each of `prm.num_problems`
-   training problems (temperature `prm.temperature`, top-p `prm.top_p`).
+1. Sample `prm.samples_per_problem` trajectories d_0 ... d_{T-1} for each
+   of `prm.num_problems` training problems (temperature `prm.temperature`,
+   top-p `prm.top_p`). With one, every question has one draft per pass and
+   the PRM can only learn how hard the question is; with several it also
+   sees drafts of the same question that are worth different amounts,
+   which is what ranking samples at test time needs.
 2. Continue from every prefix d_0..d_t, t < T-1, `prm.rollouts` times
    (`sampling.refine(..., forced=prefix)`: the given drafts are read, the
    rest sampled); the value of d_t is the fraction of rollouts whose final
@@ -19,7 +23,10 @@ For the refiner trained in DIR (DESIGN §3-§4):
    memorises the training questions' difficulty).
 4. Roll out `prm.valid_problems` valid problems the same way and report
    the Brier score and AUROC of the predictions against the outcome of
-   every rollout (and the Brier score of always predicting the base rate).
+   every rollout (and the Brier score of always predicting the base rate),
+   and the within-question ranking accuracy: over pairs of drafts of the
+   same problem and pass whose values differ, how often the PRM scores the
+   better one higher (ties count half; what PRM selection relies on).
 
 Writes DIR/prm/: `params.msgpack` (written atomically), `prm.json` (its
 config) and `prm_results.json`. Then
@@ -77,7 +84,8 @@ def rollout_values(model, params, data, trajs, cfg, latent, seed, batch_size):
   Returns:
     dict of numpy arrays over the scored drafts: question [N, Lq], draft
     [N, Ld], t [N], value [N], outcomes [N, R] (float, NaN-free: the final
-    draft's single outcome is repeated), problem [N] (index into `trajs`).
+    draft's single outcome is repeated), problem [N] (index into `trajs`;
+    `cfg.samples_per_problem` trajectories are sampled for each).
   """
   shapes = data.shapes
   t_len = shapes.max_drafts
@@ -90,7 +98,11 @@ def rollout_values(model, params, data, trajs, cfg, latent, seed, batch_size):
   )
   m = cfg.rollouts
   task, tok = data.task, data.tokenizer
+  k = cfg.get("samples_per_problem", 1)
   batch, _ = data.encode(trajs)
+  questions = np.repeat(batch["question"], k, axis=0)
+  answers_all = [t.answer for t in trajs for _ in range(k)]
+  problems = np.repeat(np.arange(len(trajs)), k)
   rng = jax.random.key(seed)
   out = {
     k: [] for k in ("question", "draft", "t", "value", "outcomes", "problem")
@@ -102,9 +114,9 @@ def rollout_values(model, params, data, trajs, cfg, latent, seed, batch_size):
       [task.verify(x[0], a) for x, a in zip(texts, answers_)], np.float32
     )
 
-  for lo in range(0, len(trajs), batch_size):
-    q = jnp.asarray(batch["question"][lo : lo + batch_size])
-    ans = [t.answer for t in trajs[lo : lo + batch_size]]
+  for lo in range(0, len(questions), batch_size):
+    q = jnp.asarray(questions[lo : lo + batch_size])
+    ans = answers_all[lo : lo + batch_size]
     b = q.shape[0]
     rng, key = jax.random.split(rng)
     drafts = sampling.refine(model, params, q, s_cfg, key).drafts
@@ -126,7 +138,7 @@ def rollout_values(model, params, data, trajs, cfg, latent, seed, batch_size):
       out["t"].append(np.full((b,), t, np.int32))
       out["value"].append(outcomes.mean(1))
       out["outcomes"].append(outcomes)
-      out["problem"].append(np.arange(lo, lo + b))
+      out["problem"].append(problems[lo : lo + b])
   return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -151,6 +163,27 @@ def auroc(scores, labels) -> float:
   r[order] = ranks
   r_pos = r[: len(pos)].sum()
   return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def ranking_accuracy(scores, values, groups) -> tuple[float | None, int]:
+  """How often the higher-valued draft of a pair scores higher.
+
+  Over the pairs of drafts in the same group (problem and pass) whose
+  values differ; ties in score count half. Returns (accuracy or None when
+  there is no such pair, number of pairs).
+  """
+  scores, values = np.asarray(scores), np.asarray(values)
+  groups = np.asarray(groups)
+  wins, pairs = 0.0, 0
+  for g in np.unique(groups):
+    idx = np.flatnonzero(groups == g)
+    s, v = scores[idx], values[idx]
+    dv = v[:, None] - v[None, :]
+    ds = s[:, None] - s[None, :]
+    better = dv > 0  # row i is worth more than column j
+    pairs += int(better.sum())
+    wins += float((ds[better] > 0).sum() + 0.5 * (ds[better] == 0).sum())
+  return (wins / pairs if pairs else None), pairs
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -344,13 +377,19 @@ def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
   fit, hold = split_by_problem(tr, cfg.get("holdout_fraction", 0.0))
   prm_params, info = train_prm(prm, fit, cfg, config.seed, holdout=hold)
   p_va = predict(prm, prm_params, va)
+  groups = va["problem"] * (int(va["t"].max()) + 1) + va["t"]
+  rank_acc, rank_pairs = ranking_accuracy(p_va, va["value"], groups)
   results = dict(
     refiner_step=step,
     train_drafts=int(len(fit["t"])),
     holdout_drafts=0 if hold is None else int(len(hold["t"])),
     train_value_mean=float(tr["value"].mean()),
     **info,
-    valid=calibration(p_va, va["outcomes"]),
+    valid=dict(
+      calibration(p_va, va["outcomes"]),
+      ranking_accuracy=rank_acc,
+      ranking_pairs=rank_pairs,
+    ),
     valid_by_pass={
       int(t): calibration(p_va[va["t"] == t], va["outcomes"][va["t"] == t])
       for t in np.unique(va["t"])
@@ -364,7 +403,8 @@ def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
   v = results["valid"]
   print(
     f"PRM on {v['num_drafts']} valid drafts: Brier {v['brier']:.4f} (base "
-    f"rate {v['brier_base_rate']:.4f}), AUROC {v['auroc']}; kept step "
+    f"rate {v['brier_base_rate']:.4f}), AUROC {v['auroc']}, ranking "
+    f"accuracy {v['ranking_accuracy']} ({v['ranking_pairs']} pairs); kept step "
     f"{results['best_step']}/{cfg.steps}; wrote {out}",
     flush=True,
   )

@@ -157,6 +157,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Monte-Carlo values of the refiner's drafts and a small scorer.
   c.prm = ml_collections.ConfigDict()
   c.prm.num_problems = 1000  # Training problems rolled out.
+  # Trajectories sampled per problem: >= 2 gives the PRM drafts of the same
+  # question that are worth different amounts (see bottomup/prm.py).
+  c.prm.samples_per_problem = 2
   c.prm.valid_problems = 200  # Valid problems rolled out (calibration).
   c.prm.rollouts = 4  # Continuations per draft (its Monte-Carlo value).
   c.prm.temperature = 0.7  # Sampling temperature of the rollouts.

@@ -115,6 +115,7 @@ def read_figures(cell, out) -> dict:
       brier_base_rate=res["valid"]["brier_base_rate"],
       valid_drafts=res["valid"]["num_drafts"],
       kept_step=res.get("best_step"),
+      ranking_accuracy=res["valid"].get("ranking_accuracy"),
     )
   if cell.kind == "benchmark":
     return _json(cdir / "results.json")
@@ -240,6 +241,11 @@ def table2(out, plan, done, status, header_note) -> list[pathlib.Path]:
         f"PRM on valid drafts: AUROC {_sci(r['auroc'])}, Brier "
         f"{_sci(r['brier'])} (base rate {_sci(r['brier_base_rate'])})"
       )
+      if r.get("ranking_accuracy") is not None:
+        other += (
+          f"; ranks drafts of one question right "
+          f"{_pct(r['ranking_accuracy'])} of the time"
+        )
       if r.get("kept_step"):
         other += f"; early-stopped at step {r['kept_step']}"
     elif c.kind == "train" and r:

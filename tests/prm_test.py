@@ -91,6 +91,19 @@ def test_prm_learns_hand_made_values():
   assert scores.shape == (2, 3)
 
 
+def test_ranking_accuracy_by_hand():
+  # Problem 0: values 1 > 0.5 > 0, scores agree on 2 of 3 pairs;
+  # problem 1: equal values make no pair; problem 2: a score tie.
+  acc, pairs = prm.ranking_accuracy(
+    scores=[0.9, 0.2, 0.5, 0.3, 0.4, 0.7, 0.7],
+    values=[1.0, 0.5, 0.0, 1.0, 1.0, 0.25, 0.75],
+    groups=[0, 0, 0, 1, 1, 2, 2],
+  )
+  assert pairs == 4
+  assert acc == pytest.approx((2 + 0.5) / 4)
+  assert prm.ranking_accuracy([0.1], [1.0], [0]) == (None, 0)
+
+
 def test_split_by_problem_holds_out_whole_problems():
   arrays = dict(
     problem=np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]),
@@ -231,6 +244,10 @@ def test_rollouts_train_and_guided_evaluation(tmp_path):
   )
   results = prm.run(workdir, cfg)
   assert results["train_drafts"] > 0
+  # 16 problems x 2 samples: 3 problems (all their drafts) held out.
+  assert cfg.samples_per_problem == 2 and cfg.holdout_fraction == 0.2
+  assert results["holdout_drafts"] * 13 == results["train_drafts"] * 3
+  assert results["valid"]["ranking_pairs"] >= 0
   assert 0 <= results["valid"]["brier"] <= 1
   assert (workdir / "prm" / prm.PARAMS_FILE).exists()
   assert (
