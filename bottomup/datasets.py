@@ -288,11 +288,12 @@ def build(config: ml_collections.ConfigDict, workdir) -> Data:
     if jax.process_index() == 0:
       spm_path.parent.mkdir(parents=True, exist_ok=True)
       tokenizer.save(spm_path)
-    if view == "trajectory":
+    if view in views.MULTI_DRAFT_VIEWS:
+      check = int(view == "checked")  # the check pass's draft
       shapes = batching.Shapes(
         max_question_len=cfg.max_question_len or suggested["max_question_len"],
         max_draft_len=cfg.max_draft_len or suggested["max_draft_len"],
-        max_drafts=cfg.max_drafts or suggested["max_drafts"],
+        max_drafts=cfg.max_drafts or suggested["max_drafts"] + check,
       )
     else:
       viewed = views.view_split(task, tokenizer, rows, view)

@@ -5,6 +5,13 @@ sequence made from the same data, so that a comparison differs only in the
 model (same questions, tokenizer, splits and verifier):
 
   trajectory  the drafts d_0 ... d_{T-1} as they are (the refiner).
+  checked     d_0 ... d_{T-1}, d_{T-1}: a refiner with a final check pass
+              that reads the final draft and writes it again. Re-applying
+              the last pass (`sampling.extra_passes`) is then a fixed-point
+              iteration; under the plain view the last pass repeats its own
+              step (in `scale` multiplication it adds its partial product
+              again). With input noise (`model.corrupt_prob`) the check
+              pass learns to repair a damaged final draft.
   final       the last draft only: the full worked solution, i.e. the usual
               left-to-right chain of thought (ar_cot, mdlm).
   concat      d_0 <sep> d_1 <sep> ... <sep> d_{T-1} as one draft: the
@@ -27,7 +34,9 @@ from data_pipelines import tokenizer as tok_lib
 from data_pipelines.builders.tokenized import TokenizedSplit
 from data_pipelines.trajectory import Task, Trajectory
 
-VIEWS = ("trajectory", "final", "concat", "answer")
+VIEWS = ("trajectory", "checked", "final", "concat", "answer")
+# Views that keep every draft (several passes; the refiner's).
+MULTI_DRAFT_VIEWS = ("trajectory", "checked")
 
 
 def check_view(view: str) -> str:
@@ -37,11 +46,13 @@ def check_view(view: str) -> str:
 
 
 def view_trajectory(task: Task, traj: Trajectory, view: str) -> Trajectory:
-  """The trajectory as `view` sees it (always one draft unless trajectory)."""
+  """The trajectory as `view` sees it (one draft unless multi-draft)."""
   check_view(view)
   if view == "trajectory":
     return traj
-  if view == "final":
+  if view == "checked":
+    drafts = (*traj.drafts, traj.drafts[-1])
+  elif view == "final":
     drafts = (traj.drafts[-1],)
   elif view == "concat":
     drafts = (tok_lib.SEP_PIECE.join(traj.drafts),)
@@ -67,6 +78,14 @@ def view_split(
   n = len(data)
   if view == "answer":
     drafts = tokenizer.encode_many([task.answer_draft(a) for a in data.answers])
+  elif view == "checked":
+    rows = [list(data.drafts(i)) for i in range(n)]
+    return TokenizedSplit.from_token_lists(
+      [data.question(i) for i in range(n)],
+      [[np.asarray(d, np.int32) for d in (*r, r[-1])] for r in rows],
+      data.ids,
+      data.answers,
+    )
   else:
     drafts = []
     sep = np.asarray([tok_lib.SEP_ID], np.int32)

@@ -23,8 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_draft_len = 0  # Ld incl. EOS; 0 = from the data.
   c.data.max_drafts = 0  # T; 0 = from the data.
   c.data.overlength = "truncate"  # "truncate" (and count) or "reject".
-  # What the model writes (data_pipelines.views): trajectory | final |
-  # concat | answer; "" = the model's own (bottomup.models).
+  # What the model writes (data_pipelines.views): trajectory | checked |
+  # final | concat | answer; "" = the model's own (bottomup.models).
+  # `checked` adds a final check pass, for extra passes at test time.
   c.data.view = ""
   # Generated trajectories the char tokenizer is trained on (generator).
   c.data.tokenizer_examples = 2000

@@ -216,28 +216,20 @@ def plan(profile: str, out) -> list[Cell]:
   for w in p.t2_beam:
     flags = (f"--num_samples={n_beam}", t, "--selection=prm")
     evaluate("beam_prm", w, base, (*flags, f"--beam_width={w}"), (prm_id,))
+
+  def train(cid, series, flags):
+    argv = ("python", "-m", "bottomup.main", f"--config={row.config}")
+    argv += (*row.overrides, *flags, f"--workdir={wd(cid)}")
+    cells.append(Cell(cid, 2, row.title, series, "train", argv, raw=row.raw))
+
   guided = f"t2.{row.key}.bottomup_qdrop"
-  cells.append(
-    Cell(
-      guided,
-      2,
-      row.title,
-      "train_guidance",
-      "train",
-      (
-        "python",
-        "-m",
-        "bottomup.main",
-        f"--config={row.config}",
-        *row.overrides,
-        *p.t2_guidance_train,
-        f"--workdir={wd(guided)}",
-      ),
-      raw=row.raw,
-    )
-  )
+  train(guided, "train_guidance", p.t2_guidance_train)
   for w in p.t2_guidance:
     evaluate("guidance", w, guided, (f"--guidance={w:g}",))
+  checked = f"t2.{row.key}.bottomup_check"
+  train(checked, "train_check", p.t2_check_train)
+  for e in p.t2_extra_passes:
+    evaluate("extra_passes_check", e, checked, (f"--extra_passes={e}",))
   mdlm = f"t1.{row.key}.mdlm"
   for s in p.t2_diffusion_steps:
     evaluate("mdlm_steps", s, mdlm, (f"--diffusion_steps={s}",))

@@ -42,6 +42,10 @@ class Profile:
   rows: tuple[Row, ...]
   t2_row: str  # the Table 1 row whose BottomUp cell Table 2 evaluates
   t2_extra_passes: tuple[int, ...]
+  # The check-pass cell's flags (`data.view=checked`): extra passes on a
+  # model trained to re-write its final draft (evaluated as the plain
+  # BottomUp cell is, series `extra_passes_check`).
+  t2_check_train: tuple[str, ...]
   t2_samples: tuple[int, ...]
   t2_temperature: float
   t2_beam: tuple[int, ...]
@@ -62,6 +66,10 @@ def _bootstrap(rounds, questions, steps, k=4):
     # The supervised model saw no hints, so no rationalization here.
     "--config.bootstrap.rationalize=False",
   )
+
+
+def _check(noise):
+  return ("--config.data.view=checked", f"--config.model.corrupt_prob={noise}")
 
 
 def _prontoqa(config, prepare_scheme="grow", **kw):
@@ -113,6 +121,7 @@ PROFILE_SPECS = {
     t2_row="mul4x4",
     # One setting per series: the pipeline, in as few commands as possible.
     t2_extra_passes=(1,),
+    t2_check_train=_check(0.1),
     t2_samples=(2,),
     t2_temperature=0.7,
     t2_beam=(2,),
@@ -168,6 +177,7 @@ PROFILE_SPECS = {
     ),
     t2_row="mul4x4",
     t2_extra_passes=(0, 1, 2),
+    t2_check_train=(*_check(0.1), "--config.train.num_steps=850"),
     t2_samples=(1, 4, 8),
     t2_temperature=0.7,
     t2_beam=(2, 4),
@@ -216,6 +226,7 @@ PROFILE_SPECS = {
     ),
     t2_row="mul5x5",
     t2_extra_passes=(0, 1, 2, 4),
+    t2_check_train=_check(0.1),
     t2_samples=(1, 4, 16),
     t2_temperature=0.7,
     t2_beam=(2, 4),

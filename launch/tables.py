@@ -228,6 +228,12 @@ def table1(out, plan, done, status, header_note) -> list[pathlib.Path]:
   return paths + ([png] if png else [])
 
 
+_TRAINED = {
+  "train_guidance": "with question dropout",
+  "train_check": "with a check pass (view `checked`, input noise)",
+}
+
+
 def table2(out, plan, done, status, header_note) -> list[pathlib.Path]:
   t2 = [c for c in plan if c.table == 2]
   header = ["series", "setting", "accuracy", "FLOPs / problem"]
@@ -249,7 +255,8 @@ def table2(out, plan, done, status, header_note) -> list[pathlib.Path]:
       if r.get("kept_step"):
         other += f"; early-stopped at step {r['kept_step']}"
     elif c.kind == "train" and r:
-      other = f"trained with question dropout: {_pct(r['accuracy'])}"
+      how = _TRAINED.get(c.column, c.column)
+      other = f"trained {how}: {_pct(r['accuracy'])}"
     elif not r:
       other = _status_text(c, done, status)
     setting = f"{c.value:g}" if c.kind == "evaluate" else ""
@@ -273,8 +280,10 @@ def table2(out, plan, done, status, header_note) -> list[pathlib.Path]:
     f"{header_note}\n\nTest-time compute on {row}: BottomUp's Table 1 cell "
     "with extra passes, n samples per pass ranked by likelihood or by the "
     "process reward model (PRM), a beam over drafts, classifier-free "
-    "guidance (a cell trained with question dropout), and MDLM's "
-    "denoising steps. FLOPs per problem: matmul FLOPs estimated as 2 x "
+    "guidance (a cell trained with question dropout), extra passes of a "
+    "cell trained with a final check pass (series `extra_passes_check`: "
+    "without one, re-applying the last pass repeats its step), and "
+    "MDLM's denoising steps. FLOPs per problem: matmul FLOPs estimated as 2 x "
     "params x positions (`bottomup.flops.sampling_flops`).\n\n"
     + _md_table(header, rows)
     + "\n\n## Cells\n\n"

@@ -46,6 +46,21 @@ def test_views_by_hand():
   concat = views.view_trajectory(task, t, "concat").drafts
   assert concat == ("<sep>".join(t.drafts),)
   assert views.view_trajectory(task, t, "answer").drafts == (t.answer,)
+  checked = views.view_trajectory(task, t, "checked").drafts
+  assert checked == (*t.drafts, t.drafts[-1])
+
+
+def test_checked_view_adds_one_pass_to_the_shapes(tmp_path):
+  from runs import smoke_config
+
+  from bottomup import datasets
+
+  plain = datasets.build(smoke_config(), tmp_path / "a")
+  checked = datasets.build(smoke_config(data__view="checked"), tmp_path / "b")
+  assert checked.shapes.max_drafts == plain.shapes.max_drafts + 1
+  (t,) = checked.trajectories("valid", 1)
+  assert len(t.drafts) == checked.shapes.max_drafts
+  assert t.drafts[-1] == t.drafts[-2]
 
 
 def test_answer_view_of_text_tasks_has_the_marker():
