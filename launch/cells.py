@@ -160,8 +160,8 @@ def plan(profile: str, out) -> list[Cell]:
   base = f"t1.{row.key}.bottomup"
   num = (f"--num={p.t2_num}",) if p.t2_num else ()
 
-  def evaluate(series, value, of, flags, needs=(), cid="", table=2):
-    cid = cid or f"t2.{row.key}.{series}.{value:g}"
+  def evaluate(series, value, of, flags, needs=(), cid="", table=2, on=row):
+    cid = cid or f"t2.{on.key}.{series}.{value:g}"
     argv = (
       "python",
       "-m",
@@ -176,12 +176,12 @@ def plan(profile: str, out) -> list[Cell]:
       Cell(
         cid,
         table,
-        row.title,
+        on.title,
         series,
         "evaluate",
         argv,
         (of, *needs),
-        row.raw,
+        on.raw,
         float(value),
         of,
       )
@@ -235,10 +235,12 @@ def plan(profile: str, out) -> list[Cell]:
     evaluate("mdlm_steps", s, mdlm, (f"--diffusion_steps={s}",))
 
   # Table 3: the throughput benchmark, and the latency per solved problem
-  # of BottomUp and AR + CoT (the same number of test problems each).
+  # of BottomUp and AR + CoT on the first row (the same number of test
+  # problems each).
+  first = p.rows[0]
   for col in ("bottomup", "ar_cot"):
-    of = f"t1.{row.key}.{col}"
-    evaluate(col, 0, of, (), cid=f"t3.latency.{col}", table=3)
+    of = f"t1.{first.key}.{col}"
+    evaluate(col, 0, of, (), cid=f"t3.latency.{col}", table=3, on=first)
   bench = "t3.train_throughput"
   cells.append(
     Cell(

@@ -175,17 +175,17 @@ PROFILE_SPECS = {
         bootstrap=_bootstrap(1, 500, 100),
       ),
     ),
-    t2_row="mul4x4",
+    # 5x5 (1200 steps) leaves room to gain: on the 4x4 cell (100% on the
+    # test split) every Table 2 setting but extra passes gave 100%.
+    t2_row="mul5x5",
     t2_extra_passes=(0, 1, 2),
-    t2_check_train=(*_check(0.1), "--config.train.num_steps=850"),
+    # As the BottomUp cell of the row (same steps), with a check pass.
+    t2_check_train=_check(0.1),
     t2_samples=(1, 4, 8),
     t2_temperature=0.7,
     t2_beam=(2, 4),
     t2_guidance=(1.0, 1.5, 2.0),
-    t2_guidance_train=(
-      "--config.model.question_dropout=0.1",
-      "--config.train.num_steps=850",
-    ),
+    t2_guidance_train=("--config.model.question_dropout=0.1",),
     t2_diffusion_steps=(8, 16, 32),
     t2_num=500,
     prm=("--prm.num_problems=500", "--prm.valid_problems=200"),
