@@ -243,8 +243,9 @@ def table2(out, plan, done, status, header_note) -> list[pathlib.Path]:
     r = done.get(c.id, {})
     other = ""
     if c.kind == "prm" and r:
+      auroc = _sci(r["auroc"]) or "undefined (one outcome only)"
       other = (
-        f"PRM on valid drafts: AUROC {_sci(r['auroc'])}, Brier "
+        f"PRM on valid drafts: AUROC {auroc}, Brier "
         f"{_sci(r['brier'])} (base rate {_sci(r['brier_base_rate'])})"
       )
       if r.get("ranking_accuracy") is not None:
