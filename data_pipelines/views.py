@@ -11,7 +11,7 @@ model (same questions, tokenizer, splits and verifier):
               iteration; under the plain view the last pass repeats its own
               step (in `scale` multiplication it adds its partial product
               again). With input noise (`model.corrupt_prob`) the check
-              pass learns to repair a damaged final draft.
+              pass is also trained to repair a damaged final draft.
   final       the last draft only: the full worked solution, i.e. the usual
               left-to-right chain of thought (ar_cot, mdlm).
   concat      d_0 <sep> d_1 <sep> ... <sep> d_{T-1} as one draft: the
