@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -78,6 +79,15 @@ def command_text(argv) -> str:
   return shlex.join(argv)
 
 
+_OUT_PATH = re.compile(r"=[^\s=']*/(cells|prepared)(?=[/\s']|$)")
+
+
+def same_command(recorded: str, argv) -> bool:
+  """Whether a recorded command is the cell's, whatever OUT each used."""
+  norm = lambda text: _OUT_PATH.sub(r"=OUT/\1", text)
+  return norm(recorded) == norm(command_text(argv))
+
+
 def _write_json(path: pathlib.Path, obj) -> None:
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(json.dumps(obj, indent=2) + "\n")
@@ -85,12 +95,19 @@ def _write_json(path: pathlib.Path, obj) -> None:
 
 
 def load_done(out, cell_list) -> dict[str, dict]:
-  """{cell id: its cell.json} for the finished cells."""
+  """{cell id: its cell.json} for the finished cells.
+
+  A cell.json made by another command (the plan changed since) is not
+  counted: the cell is reported stale and not run (its folder holds the
+  other command's run; remove it to run the cell).
+  """
   done = {}
   for c in cell_list:
     f = cells_lib.cell_dir(out, c.id) / CELL_FILE
     if f.exists():
-      done[c.id] = json.loads(f.read_text())
+      rec = json.loads(f.read_text())
+      if same_command(rec.get("command", ""), c.argv):
+        done[c.id] = rec
   return done
 
 
@@ -104,6 +121,9 @@ def load_recorded(results, cell_list, done) -> set[str]:
       rec = json.loads(f.read_text())
       if rec.get("id") != c.id:
         raise ValueError(f"{f}: records cell {rec.get('id')!r}, not {c.id!r}")
+      if not same_command(rec.get("command", ""), c.argv):
+        print(f"{f}: made by another command than the plan's; ignored")
+        continue
       done[c.id] = rec
       got.add(c.id)
   return got
@@ -159,6 +179,11 @@ def run_cell(cell, out, data_dir, done, recorded=()) -> tuple[str, str]:
   cdir = cells_lib.cell_dir(out, cell.id)
   if cell.id in done:
     return "done", "finished earlier"
+  if (cdir / CELL_FILE).exists():
+    return "skipped", (
+      f"stale: {cdir} holds a run of another command (the plan changed); "
+      "remove the folder to run this cell"
+    )
   missing = _raw_missing(cell, data_dir)
   if missing:
     return "skipped", missing

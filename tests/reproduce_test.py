@@ -201,6 +201,31 @@ def test_results_records_count_as_finished_and_are_published(tmp_path):
     )
 
 
+def test_a_cell_made_by_another_command_is_stale(tmp_path):
+  out = tmp_path / "out"
+  plan = cells.plan("smoke", out)
+  (train,) = [c for c in plan if c.id == "t1.mul4x4.bottomup"]
+  here = reproduce.command_text(train.argv)
+  # The same command under another OUT is the same cell.
+  moved = here.replace(str(out), "/elsewhere/tables")
+  assert moved != here and reproduce.same_command(moved, train.argv)
+  other = here.replace("--config=", "--config.train.num_steps=7 --config=")
+  assert not reproduce.same_command(other, train.argv)
+  cdir = cells.cell_dir(out, train.id)
+  cdir.mkdir(parents=True)
+  rec = dict(reproduce._record(train, accuracy=0.5), command=other)
+  (cdir / reproduce.CELL_FILE).write_text(json.dumps(rec))
+  done = reproduce.load_done(out, plan)
+  assert train.id not in done
+  st, why = reproduce.run_cell(train, out, "", done)
+  assert st == "skipped" and "stale" in why
+  # A record of another command in --results is ignored, too.
+  res = tmp_path / "results"
+  (res / "cells").mkdir(parents=True)
+  (res / "cells" / f"{train.id}.json").write_text(json.dumps(rec))
+  assert reproduce.load_recorded(res, plan, {}) == set()
+
+
 def test_smoke_profile_writes_all_tables(tmp_path):
   """The acceptance command, end to end (a few minutes on 2 CPU cores)."""
   out = tmp_path / "tables"
