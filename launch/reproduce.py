@@ -46,6 +46,7 @@ import sys
 import time
 
 from launch import cells as cells_lib
+from launch import figures as figures_lib
 from launch import tables
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -223,7 +224,7 @@ def run_cell(cell, out, data_dir, done, recorded=()) -> tuple[str, str]:
     _write_json(cdir / FAILED_FILE, dict(rc=rc, log_tail=tail))
     return "failed", f"exit status {rc}; see {cdir / 'log.txt'}"
   try:
-    figures = tables.read_figures(cell, out)
+    figures = figures_lib.read_figures(cell, out)
   except (OSError, KeyError, ValueError) as e:
     return "failed", f"ran, but its results could not be read: {e}"
   runs = [json.loads(x) for x in attempts.read_text().splitlines() if x]
@@ -262,7 +263,7 @@ def adopt(cell, out, workdir) -> dict:
     raise ValueError(f"{cdir} exists: remove it first to adopt {src}")
   shutil.copytree(src, cdir)
   timing = json.loads((cdir / "timing.json").read_text())
-  figures = tables.read_figures(cell, out)
+  figures = figures_lib.read_figures(cell, out)
   record = _record(
     cell,
     commit="adopted",
