@@ -36,7 +36,7 @@ setuptools.setup(
   ],
   extras_require={
     # Test runner and linter used by .ci/run.
-    "test": ["pytest>=8", "ruff>=0.8"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.8"],
     # The LLM coarsener only needs the standard library's HTTP client;
     # the extra exists so that users opt in explicitly.
     "llm": [],

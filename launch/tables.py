@@ -229,7 +229,8 @@ def table3(out, plan, done, status, header_note) -> list[pathlib.Path]:
         brows,
       )
     )
-    lines.append(f"\nbf16 / float32: {bench['bf16_speedup']:.2f}x\n")
+    if bench.get("bf16_speedup"):
+      lines.append(f"\nbf16 / float32: {bench['bf16_speedup']:.2f}x\n")
     for r in bench["rows"]:
       csv_rows.append(
         [

@@ -147,6 +147,7 @@ def toy_run(tmp_path_factory):
   return workdir, final
 
 
+@pytest.mark.slow
 def test_rounds_grow_the_kept_set_and_are_logged(toy_run):
   workdir, final = toy_run
   rounds = read_json(workdir / "rounds.json")

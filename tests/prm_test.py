@@ -233,6 +233,7 @@ def test_beam_search_runs_and_one_beam_is_plain_selection(refiner):
     sampling.SamplingConfig(**base, selection="prm")
 
 
+@pytest.mark.slow
 def test_rollouts_train_and_guided_evaluation(tmp_path):
   """A smoke refiner: PRM rollouts + training write their files; evaluate
   then ranks samples by the PRM with a beam, from its flags."""

@@ -226,6 +226,7 @@ def test_a_cell_made_by_another_command_is_stale(tmp_path):
   assert reproduce.load_recorded(res, plan, {}) == set()
 
 
+@pytest.mark.slow
 def test_smoke_profile_writes_all_tables(tmp_path):
   """The acceptance command, end to end (a few minutes on 2 CPU cores)."""
   out = tmp_path / "tables"

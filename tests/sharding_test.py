@@ -185,6 +185,7 @@ def _losses(lines):
   return {r["step"]: r["loss"] for r in recs if "loss" in r}
 
 
+@pytest.mark.slow
 def test_two_processes_train_checkpoint_and_resume(tmp_path):
   """A 2-process run; then its last checkpoint is dropped and a rerun
   resumes from step 5 and ends with the same results."""
