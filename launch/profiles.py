@@ -136,7 +136,12 @@ PROFILE_SPECS = {
       "--prm.steps=5",
       "--prm.batch_size=16",
     ),
-    benchmark=(f"--config={_MUL}:smoke", "--steps=2", "--peak_n=256"),
+    benchmark=(
+      f"--config={_MUL}:smoke",
+      "--steps=2",
+      "--rounds=2",
+      "--peak_n=256",
+    ),
   ),
   # 2 CPU cores, about 6 hours in all (estimated from the measured step
   # rates; the 4x4 row alone is about 2.4 hours).
@@ -189,7 +194,7 @@ PROFILE_SPECS = {
     t2_diffusion_steps=(8, 16, 32),
     t2_num=500,
     prm=("--prm.num_problems=500", "--prm.valid_problems=200"),
-    benchmark=(f"--config={_MUL}:cpu", "--steps=20"),
+    benchmark=(f"--config={_MUL}:cpu", "--steps=10", "--rounds=3"),
   ),
   # One GPU/TPU: the multiplication rows fit in about 9 minutes on an H200.
   "accel": Profile(
