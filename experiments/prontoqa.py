@@ -30,7 +30,8 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   # `grow`: the chain written forward, a longer prefix each pass, the
   # answer once at the end. Under the DESIGN's `hops` (conclusion first)
   # the later passes learn to copy the first draft's answer (see
-  # data_pipelines/tasks/prontoqa.py).
+  # data_pipelines/tasks/prontoqa.py). Not yet trained: `backward`, both
+  # candidate proofs grown backward (every hop a lookup, no look-ahead).
   c.data.scheme = "grow"
   c.data.source = "prepared"
   c.data.data_dir = "prepared"

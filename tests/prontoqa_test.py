@@ -214,3 +214,60 @@ def test_real_data(data_dir):
       # statement asked about.
       statement = t.question.rpartition("True or false: ")[2]
       assert (statement == r["steps"][-1]) == (t.answer == "True")
+    # `backward`: two candidate chains in every problem, and exactly one
+    # of them (the proof) starts at a type of the entity.
+    for t in task.trajectories(split, scheme="backward", source_dir=data_dir):
+      context, _, statement = t.question.rpartition("True or false: ")
+      entity = statement.split()[0]
+      types = {
+        prontoqa._concept(x.split()[-1])
+        for x in prontoqa._sentences(context)
+        if x.startswith(f"{entity} is a")
+      }
+      chains = t.drafts[-2].split(prontoqa.CHAIN_SEP)
+      assert len(chains) == 2, t.id
+      heads = [prontoqa._rule(prontoqa._sentences(c)[0])[0] for c in chains]
+      assert sum(h in types for h in heads) == 1, t.id
+
+
+# The proof above, plus a distractor: the opposite rule on "shiny" and one
+# rule leading into it (made-up text).
+_CONTEXT = (
+  "Every blorp is a quib. Quibs are frams. Each fram is a dax. Daxes are "
+  "wugs. Wugs are not shiny. Every tove is shiny. Each mimsy is a tove. "
+  "Zed is a blorp. Zed is a mimsy. True or false: Zed is shiny."
+)
+
+
+def test_backward_scheme_grows_both_candidate_chains_backward():
+  drafts = prontoqa.make_drafts(_STEPS, "False", "backward", context=_CONTEXT)
+  rules = [h.split(". ")[1] for h in _STEPS[:-1]]
+  assert rules[-1] == "Wugs are not shiny."
+  # The positive rule's chain first, whichever is the proof.
+  assert drafts[0] == "Every tove is shiny. | Wugs are not shiny."
+  assert drafts[1] == (
+    "Each mimsy is a tove. Every tove is shiny. | "
+    "Daxes are wugs. Wugs are not shiny."
+  )
+  for t in range(2, 5):  # the distractor has no rule into "mimsy": it stops
+    assert drafts[t] == (
+      "Each mimsy is a tove. Every tove is shiny. | "
+      + " ".join(rules[-t - 1 :])
+    )
+  assert len(drafts) == len(rules) + 1
+  assert drafts[-1] == " ".join(_STEPS) + " #### False"
+  # Only the last draft states an answer.
+  task = prontoqa.ProntoQATask()
+  assert [task.extract_answer(d) for d in drafts[:-1]] == [None] * len(rules)
+
+
+def test_backward_scheme_needs_the_context_and_readable_hops(tmp_path):
+  with pytest.raises(ValueError, match="context"):
+    prontoqa.make_drafts(_STEPS, "False", "backward")
+  bad = ["Zed is a blorp and a quib.", *_STEPS[1:]]
+  path = _write(
+    tmp_path, "train", [_record(), _record(question=_CONTEXT, steps=bad)]
+  )
+  task = prontoqa.ProntoQATask()
+  with pytest.raises(DataError, match=r"prontoqa_train.json\[1\].*'steps'"):
+    list(task.load(path, split="train", scheme="backward"))

@@ -53,6 +53,25 @@ previous draft, where the encoder can compare it with the question);
 `steps` also adds one hop per pass, so that every rule lookup is keyed by
 an entity of the previous draft (7 drafts for 5 hops).
 
+Scheme `backward` writes the two candidate proofs backward, a hop more
+each pass. The queried property has exactly two rules in the context, of
+opposite polarity ("Each wug is shiny." / "Every blorp is not shiny."), and
+exactly one of them is reachable from the entity. Read forward, most hops
+are a two-way choice (a concept has two parent rules) that only the
+property five hops ahead decides; read backward, every hop is a lookup
+(each concept has one child rule; both checked over 2,000 training
+problems). So:
+
+  d_t (t < n)  both candidate chains, the last t+1 rules of each, in chain
+               order, the positive rule's chain first, joined by " | "
+               (the order never depends on which one is right);
+  d_n          the full chain, the conclusion and the marker, as above.
+
+The distractor chain stops growing when no rule leads into its first
+concept. The last pass reads, in its previous draft, which chain reached
+a type of the entity (the deep encoder's comparison) and writes that proof
+forward. Needs the question's context (`make_drafts(..., context=...)`).
+
 Answers are "True"/"False"; the verifier accepts any letter case after the
 last "####" and nothing else (a draft without the marker has no answer).
 Loader errors name the file and the record index, as `file[i]` (0-based).
@@ -86,8 +105,100 @@ def key_hops(hops: Sequence[str]) -> list[str]:
   return [h for i, h in enumerate(hops) if (last - i) % 2 == 0]
 
 
+_SENTENCE_END_RE = re.compile(r"(?<=\.)\s+")
+CHAIN_SEP = " | "
+
+
+def _sentences(text: str) -> list[str]:
+  return [x for x in _SENTENCE_END_RE.split(text.strip()) if x]
+
+
+def _concept(word: str) -> str:
+  """A concept's name, singular, lower case: "Lorpuses" -> "lorpus"."""
+  w = word.lower().strip(".")
+  if w.endswith("uses"):
+    return w[:-2]
+  if w.endswith("s") and not w.endswith("us"):
+    return w[:-1]
+  return w
+
+
+def _rule(sentence: str) -> tuple[str, str, bool]:
+  """(subject concept, object, negated) of a rule.
+
+  "Every wug is not shiny." -> ("wug", "shiny", True); "Daxes are wugs."
+  -> ("dax", "wugs", False); the object keeps its words ("a" dropped).
+  """
+  words = sentence.rstrip(".").split()
+  if words and words[0] in ("Every", "Each"):
+    words = words[1:]
+  if len(words) < 3:
+    raise ValueError(f"not a rule: {sentence!r}")
+  subject, rest = words[0], words[2:]
+  negated = rest[0] == "not"
+  if negated:
+    rest = rest[1:]
+  if rest and rest[0] in ("a", "an"):
+    rest = rest[1:]
+  return _concept(subject), " ".join(rest), negated
+
+
+def candidate_chains(hops: Sequence[str], context: str) -> list[str]:
+  """The `backward` scheme's drafts before the last (module docstring).
+
+  Args:
+    hops: the proof's hops, "<entity> is a X. <rule on X>." each.
+    context: the question: its rules (and facts, and the query).
+
+  Returns:
+    One draft per hop: the last t+1 rules of the proof and of the
+    distractor chain (the rule of the opposite polarity on the same
+    property, and the rules that lead into it), positive chain first.
+
+  Raises:
+    ValueError: a hop without a rule.
+  """
+  proof = []
+  for h in hops:
+    parts = _sentences(h)
+    if len(parts) != 2:
+      raise ValueError(f"hop is not a fact and a rule: {h!r}")
+    proof.append(parts[1])
+  entity = _sentences(hops[0])[0].split()[0] if hops else ""
+  _, prop, negated = _rule(proof[-1])
+  rules = [
+    x
+    for x in _sentences(context.split("True or false:")[0])
+    if not x.startswith(entity + " ") and x not in proof
+  ]
+  parsed = []
+  for x in rules:
+    try:
+      parsed.append((x, *_rule(x)))
+    except ValueError:
+      continue
+  other = [x for x, _, obj, neg in parsed if obj == prop and neg != negated]
+  distractor = other[:1]
+  while distractor and len(distractor) < len(proof):
+    head = _rule(distractor[0])[0]
+    into = [x for x, _, obj, neg in parsed if not neg and _concept(obj) == head]
+    if not into or into[0] in distractor:
+      break
+    distractor.insert(0, into[0])
+  drafts = []
+  for t in range(len(proof)):
+    chains = [proof[-(t + 1) :], distractor[-(t + 1) :]]
+    if negated:  # the positive rule's chain first
+      chains.reverse()
+    drafts.append(CHAIN_SEP.join(" ".join(c) for c in chains if c))
+  return drafts
+
+
 def make_drafts(
-  steps: Sequence[str], answer: str, scheme: str
+  steps: Sequence[str],
+  answer: str,
+  scheme: str,
+  context: str | None = None,
 ) -> tuple[str, ...]:
   """The drafts of one chain under `scheme`, coarse to fine.
 
@@ -97,16 +208,27 @@ def make_drafts(
     scheme: `hops` (three drafts), `grow` (three drafts, the conclusion
       and answer in the last only), `grow_answer` (`grow`, then the answer
       in a pass of its own), `steps` (one more hop per pass, then the
-      conclusion, then the answer) or `chain` (the full chain only).
+      conclusion, then the answer), `backward` (both candidate chains
+      grown backward, then the chain and the answer) or `chain` (the full
+      chain only).
+    context: the question (its rules); needed by `backward` only.
 
   Returns:
     The drafts; those that state the answer end " #### <answer>".
+
+  Raises:
+    ValueError: `backward` without a context, or a chain or context it
+      cannot read (the message says what is missing).
   """
   hops, conclusion = list(steps[:-1]), steps[-1]
   full = " ".join([*hops, conclusion])
   marked = lambda d: f"{d} {ANSWER_MARKER} {answer}"
   if scheme == "chain":
     return (marked(full),)
+  if scheme == "backward":
+    if context is None:
+      raise ValueError("scheme 'backward' needs the question's context")
+    return (*candidate_chains(hops, context), marked(full))
   if scheme in ("grow", "grow_answer"):
     n, t_len = len(hops), 3
     prefixes = [
@@ -126,7 +248,7 @@ class ProntoQATask(Task):
   """ProntoQA true/false questions over a fictional ontology (loader)."""
 
   name = "prontoqa"
-  schemes = ("hops", "grow", "grow_answer", "steps", "chain")
+  schemes = ("hops", "grow", "grow_answer", "steps", "backward", "chain")
   source_subdir = "prontoqa"
   source_files = {
     "train": "prontoqa_train.json",
@@ -170,11 +292,15 @@ class ProntoQATask(Task):
     for i, record in enumerate(records):
       where = f"{path}[{i}]"
       question, steps, answer = self._fields(record, where)
+      try:
+        drafts = make_drafts(steps, answer, scheme, context=question)
+      except ValueError as e:
+        raise DataError(f"{where}: field 'steps': {e}") from e
       yield Trajectory(
         id=f"{path.stem}-{i}",
         task=self.name,
         question=question,
-        drafts=make_drafts(steps, answer, scheme),
+        drafts=drafts,
         answer=answer,
       )
 
