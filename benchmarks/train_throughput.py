@@ -9,9 +9,10 @@ Measures, in one run: the dense-matmul peak of this machine (float32, and
 bf16 inputs accumulated in float32), and the trainer's own compiled train
 step of the config with float32 compute and with bf16 compute (float32
 accumulation, bf16 backward matmuls); rounds alternate them, and the
-medians over rounds are reported (a shared VM's speed drifts). Model FLOPs are the matmul FLOPs of one train step, counted from
-its jaxpr (`bottomup.flops`); MFU is achieved model FLOP/s over the float32
-peak (and over the bf16 peak for the bf16 row).
+medians over rounds are reported (a shared VM's speed drifts). Model FLOPs
+are the matmul FLOPs of one train step, counted from its jaxpr
+(`bottomup.flops`); MFU is achieved model FLOP/s over the float32 peak (and
+over the bf16 peak for the bf16 row).
 """
 
 from __future__ import annotations

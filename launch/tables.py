@@ -200,7 +200,8 @@ def table3(out, plan, done, status, header_note) -> list[pathlib.Path]:
   )
   if bench:
     lines.append(
-      f"Matmul peak measured in the same run: float32 "
+      "Matmul peak measured in the same run (the median of its rounds, "
+      "which alternate it with the timed steps): float32 "
       f"{bench['peak_gflops_f32']:.1f} GFLOP/s, bf16 (f32 accumulation) "
       f"{bench['peak_gflops_bf16']:.1f} GFLOP/s. Config: {bench['config']}."
       "\n"
