@@ -158,30 +158,35 @@ def candidate_chains(hops: Sequence[str], context: str) -> list[str]:
   Raises:
     ValueError: a hop without a rule.
   """
-  proof = []
+  if not hops:
+    raise ValueError("no hops before the conclusion")
+  facts, proof = [], []
   for h in hops:
     parts = _sentences(h)
     if len(parts) != 2:
       raise ValueError(f"hop is not a fact and a rule: {h!r}")
+    facts.append(parts[0])
     proof.append(parts[1])
-  entity = _sentences(hops[0])[0].split()[0] if hops else ""
+  entity = facts[0].split()[0]
   _, prop, negated = _rule(proof[-1])
-  rules = [
-    x
-    for x in _sentences(context.split("True or false:")[0])
-    if not x.startswith(entity + " ") and x not in proof
-  ]
-  parsed = []
-  for x in rules:
+  parsed = {}  # the context's other rules: sentence -> (subject, object, neg)
+  for x in _sentences(context.split("True or false:")[0]):
+    if x.startswith(entity + " ") or x in proof:
+      continue
     try:
-      parsed.append((x, *_rule(x)))
+      parsed[x] = _rule(x)
     except ValueError:
       continue
-  other = [x for x, _, obj, neg in parsed if obj == prop and neg != negated]
-  distractor = other[:1]
+  distractor = [
+    x for x, (_, obj, neg) in parsed.items() if obj == prop and neg != negated
+  ][:1]
   while distractor and len(distractor) < len(proof):
-    head = _rule(distractor[0])[0]
-    into = [x for x, _, obj, neg in parsed if not neg and _concept(obj) == head]
+    head = parsed[distractor[0]][0]
+    into = [
+      x
+      for x, (_, obj, neg) in parsed.items()
+      if not neg and _concept(obj) == head
+    ]
     if not into or into[0] in distractor:
       break
     distractor.insert(0, into[0])
