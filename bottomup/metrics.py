@@ -37,7 +37,11 @@ class MetricWriter:
   """TensorBoard + log + JSONL metric writer that is silent off process 0."""
 
   def __init__(
-    self, workdir: str | os.PathLike[str], *, process_index: int | None = None
+    self,
+    workdir: str | os.PathLike[str],
+    *,
+    process_index: int | None = None,
+    tensorboard: bool = True,
   ):
     """Opens the writers (process 0 only).
 
@@ -45,6 +49,8 @@ class MetricWriter:
       workdir: folder for the event files and metrics.jsonl (local or gs://);
         created if missing.
       process_index: this process's index; None asks JAX.
+      tensorboard: write TensorBoard event files (False: the log and
+        metrics.jsonl only, and TensorFlow is not imported).
     """
     if process_index is None:
       process_index = jax.process_index()
@@ -55,7 +61,7 @@ class MetricWriter:
       return
     workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    self._writer = _default_writer(workdir)
+    self._writer = _default_writer(workdir) if tensorboard else _LogWriter()
     if "://" not in os.fspath(workdir):  # Object stores cannot append.
       self._jsonl = (workdir / METRICS_JSONL).open("a")
 

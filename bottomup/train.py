@@ -283,7 +283,7 @@ def train_and_evaluate(
     if is_main:
       print(memory_report(train_step, state, mesh), flush=True)
     evaluator = evaluate.Evaluator(config, data, model, mesh)
-    writer = metrics.MetricWriter(workdir)
+    writer = metrics.MetricWriter(workdir, tensorboard=config.train.tensorboard)
     bar = metrics.ProgressBar(
       config.train.num_steps,
       start_step=start,

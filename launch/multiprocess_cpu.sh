@@ -33,7 +33,7 @@ trap cleanup INT TERM
 
 for ((i = 0; i < nproc; i++)); do
   env JAX_PLATFORMS=cpu \
-    XLA_FLAGS="--xla_force_host_platform_device_count=$devices" \
+    XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$devices" \
     JAX_COORDINATOR_ADDRESS="127.0.0.1:$port" \
     BOTTOMUP_NUM_PROCESSES="$nproc" \
     BOTTOMUP_PROCESS_ID="$i" \

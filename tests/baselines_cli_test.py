@@ -2,13 +2,12 @@
 file in the task's own format, and sample (issue acceptance)."""
 
 import concurrent.futures
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
-from runs import read_json
+from runs import read_json, subprocess_env
 
 from data_pipelines.tasks import multiplication
 
@@ -19,8 +18,7 @@ TIMEOUT = 300
 
 
 def _run(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("XLA_FLAGS", None)
+  env = subprocess_env()
   return subprocess.run(
     [sys.executable, "-m", *args],
     cwd=REPO,

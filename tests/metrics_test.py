@@ -121,3 +121,19 @@ def test_writer_without_tensorflow_logs_and_keeps_jsonl(tmp_path, monkeypatch):
   lines = (tmp_path / "w" / metrics.METRICS_JSONL).read_text().splitlines()
   assert [json.loads(x) for x in lines] == [{"step": 3, "loss": 1.5}]
   assert not list((tmp_path / "w").glob("events.out.tfevents*"))
+
+
+def test_writer_without_tensorboard_never_opens_the_event_writer(
+  tmp_path, monkeypatch
+):
+  def no_tensorboard(workdir):
+    raise AssertionError("tensorboard=False must not open clu's writer")
+
+  monkeypatch.setattr(metrics, "_default_writer", no_tensorboard)
+  with metrics.MetricWriter(
+    tmp_path / "w", process_index=0, tensorboard=False
+  ) as writer:
+    writer.write_scalars(1, {"loss": 2.0})
+  lines = (tmp_path / "w" / metrics.METRICS_JSONL).read_text().splitlines()
+  assert [json.loads(x) for x in lines] == [{"step": 1, "loss": 2.0}]
+  assert not list((tmp_path / "w").glob("events.out.tfevents*"))

@@ -6,11 +6,11 @@ smoke run in a subprocess where tensorflow, tensorflow_datasets and
 tensorboard cannot be imported.
 """
 
-import os
 import subprocess
 import sys
 
 from conftest import REPO_ROOT
+from runs import subprocess_env
 
 _SCRIPT = """
 import sys
@@ -33,8 +33,7 @@ print("NO_TF_OK", results["num_examples"])
 
 
 def test_generated_data_trains_without_tensorflow(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
+  env = subprocess_env()
   proc = subprocess.run(
     [sys.executable, "-c", _SCRIPT, str(tmp_path / "run")],
     cwd=REPO_ROOT,

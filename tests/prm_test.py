@@ -2,7 +2,6 @@
 forced-prefix rollouts, and the rollouts -> train -> guided-evaluate path."""
 
 import itertools
-import os
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
-from runs import read_json, smoke_config
+from runs import read_json, smoke_config, subprocess_env
 
 from bottomup import prm, sampling, train
 from bottomup.models import prm as prm_lib
@@ -255,8 +254,7 @@ def test_rollouts_train_and_guided_evaluation(tmp_path):
     read_json(workdir / "prm" / "prm_results.json")["valid"]
     == (results["valid"])
   )
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
+  env = subprocess_env()
   out = tmp_path / "guided.json"
   proc = subprocess.run(
     [

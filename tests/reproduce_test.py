@@ -1,12 +1,12 @@
 """launch.reproduce: the tables' cells, adoption, and a whole smoke run."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from runs import subprocess_env
 
 from launch import cells, configs, reproduce
 
@@ -238,8 +238,7 @@ def test_smoke_profile_writes_all_tables(tmp_path):
     "--profile=smoke",
     f"--out={out}",
   ]
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # each cell is an ordinary single-host run
+  env = subprocess_env()  # each cell is an ordinary single-host run
   r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   t1 = (out / "table1.md").read_text()

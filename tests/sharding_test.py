@@ -1,7 +1,6 @@
 """Scale-out on 8 fake CPU devices: meshes, resharded restore, multi-host."""
 
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-from runs import read_json, smoke_config
+from runs import read_json, smoke_config, subprocess_env
 
 from bottomup import checkpoint, datasets, sharding, train
 from bottomup.models import get_model
@@ -153,12 +152,8 @@ SMOKE = "experiments/multiplication.py:smoke"
 
 def _run(cmd, **env):
   """Runs `cmd` in the repository with a fresh device setup."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
-  env.pop("XLA_FLAGS", None)
-  if "DEVICES" in env:
-    env["XLA_FLAGS"] = (
-      f"--xla_force_host_platform_device_count={env.pop('DEVICES')}"
-    )
+  devices = env.pop("DEVICES", None)
+  env = subprocess_env(int(devices) if devices else None, **env)
   return subprocess.run(
     cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
   )

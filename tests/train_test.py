@@ -7,7 +7,6 @@ CPU device, with a timeout.
 
 import concurrent.futures
 import json
-import os
 import pathlib
 import re
 import signal
@@ -19,6 +18,7 @@ import pytest
 from runs import ckpt_steps as _ckpt_steps
 from runs import read_json as _read_json
 from runs import smoke_config as _smoke_config
+from runs import subprocess_env
 
 from bottomup import sharding, train
 from data_pipelines.tasks import multiplication
@@ -31,17 +31,22 @@ TIMEOUT = 240  # seconds for any one subprocess
 # -- In-process training ------------------------------------------------------
 
 
+def _tensorboard_config():
+  """The smoke config with TensorBoard on (the smoke preset turns it off)."""
+  return _smoke_config(train__tensorboard=True)
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   """A smoke workdir trained once in-process, and its return value."""
   workdir = tmp_path_factory.mktemp("smoke")
-  results = train.train_and_evaluate(_smoke_config(), str(workdir))
+  results = train.train_and_evaluate(_tensorboard_config(), str(workdir))
   return workdir, results
 
 
 def test_smoke_end_to_end(smoke_run):
   workdir, results = smoke_run
-  cfg = _smoke_config()
+  cfg = _tensorboard_config()
   for name in (
     "config.json",
     "eval_results.json",
@@ -72,6 +77,8 @@ def test_smoke_end_to_end(smoke_run):
   logged = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
   train_steps = [r["step"] for r in logged if "loss" in r]
   assert train_steps == [5, 10, 15, 20]
+  # The same scalars went to TensorBoard.
+  assert list(workdir.glob("events.out.tfevents.*"))
 
 
 def test_rerun_resumes_without_training(smoke_run, monkeypatch, capsys):
@@ -87,7 +94,7 @@ def test_rerun_resumes_without_training(smoke_run, monkeypatch, capsys):
     "put_batch",
     lambda *a, **k: placed.append(1) or put_batch(*a, **k),
   )
-  results = train.train_and_evaluate(_smoke_config(), str(workdir))
+  results = train.train_and_evaluate(_tensorboard_config(), str(workdir))
   assert placed == []  # not a single training step
   assert "Resuming from checkpoint step 20" in capsys.readouterr().out
   assert _read_json(workdir / "timing.json")["resumed_from"] == 20
@@ -151,9 +158,7 @@ def _subprocess_compile_cache(tmp_path_factory):
 
 
 def _env():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("XLA_FLAGS", None)  # one CPU device, the same in every run
-  return env
+  return subprocess_env()  # one CPU device, the same in every run
 
 
 def _cli(module, *args):
