@@ -10,6 +10,11 @@ left-to-right or diffusion draft for the baselines), and
 reports `accuracy` (exact match of the verified final answer), the exact
 match of every pass's draft against the reference draft, and the
 teacher-forced loss per pass.
+
+`--forced_passes=K` (the refiner; a diagnosis of where free-running goes
+wrong): the first K drafts of every problem are its reference drafts and
+the model writes the rest from them, e.g. K = T-1 asks whether the last
+pass is right given a correct previous draft.
 """
 
 from __future__ import annotations
@@ -31,10 +36,29 @@ from data_pipelines.views import format_viewed
 class Evaluator:
   """Solves held-out problems and scores them (used by the trainer too)."""
 
-  def __init__(self, config, data, model, mesh):
+  def __init__(self, config, data, model, mesh, forced_passes: int = 0):
+    """Compiles nothing yet; `forced_passes` > 0 (a diagnosis): the first
+    drafts of every problem are its reference drafts, not sampled, and
+    the model writes the rest from them (teacher-forced prefix,
+    free-running suffix)."""
     self.config, self.data, self.model, self.mesh = config, data, model, mesh
     self._compiled = False  # the sampler has run once (see `score`)
     shapes = data.shapes
+    if forced_passes:
+      from bottomup.models.refiner import Refiner
+
+      if not isinstance(model, Refiner):
+        raise ValueError(
+          f"forced_passes: implemented for the refiner, not "
+          f"{type(model).__name__}"
+        )
+      if not 0 < forced_passes < shapes.max_drafts:
+        raise ValueError(
+          f"forced_passes={forced_passes}: must be in [1, "
+          f"{shapes.max_drafts - 1}] (the model writes {shapes.max_drafts} "
+          "drafts and at least the last is sampled)"
+        )
+    self.forced_passes = forced_passes
     from bottomup import train  # local: train imports this module
 
     self.latent = train.latent_mask(
@@ -60,8 +84,8 @@ class Evaluator:
     base_sampler = generate.make_sampler(model, self.sampling_cfg)
     sel = self._prm_params
 
-    def sampler(params, question, rng):
-      return base_sampler(params, question, rng, sel)
+    def sampler(params, question, rng, *forced):
+      return base_sampler(params, question, rng, sel, *forced)
 
     eval_step = steps.make_eval_step(
       model, train.pass_weights(config, shapes.max_drafts)
@@ -128,6 +152,12 @@ class Evaluator:
         chunk["num_drafts"][bs - pad :] = 0
       yield lo, chunk, pad
 
+  def _forced(self, chunk) -> tuple:
+    """The sampler's `forced` argument for a chunk: () when none."""
+    if not self.forced_passes:
+      return ()
+    return (self._put(chunk["drafts"][:, : self.forced_passes]),)
+
   def solve(self, params, trajs: list[Trajectory], rng) -> list[list[str]]:
     """The drafts (text, one per pass) the sampler writes for each problem.
 
@@ -137,7 +167,8 @@ class Evaluator:
     out: list[list[str]] = []
     for _, chunk, pad in self._chunks(batch, len(trajs)):
       rng, key = jax.random.split(rng)
-      result = self._refine(params, self._put(chunk["question"]), key)
+      question = self._put(chunk["question"])
+      result = self._refine(params, question, key, *self._forced(chunk))
       drafts = self._fetch(result.drafts)[: self.batch_size - pad]
       out.extend(answers.decode_text(self.data.tokenizer, drafts))
     return out
@@ -159,14 +190,19 @@ class Evaluator:
       # is the steady-state rate.
       _, first, _ = next(self._chunks(batch, n))
       jax.block_until_ready(
-        self._refine(params, put(first["question"]), jax.random.key(0))
+        self._refine(
+          params,
+          put(first["question"]),
+          jax.random.key(0),
+          *self._forced(first),
+        )
       )
       self._compiled = True
     t0 = time.time()
     for lo, chunk, pad in self._chunks(batch, n):
       rng, key = jax.random.split(rng)
       question = put(chunk["question"])
-      result = self._refine(params, question, key)
+      result = self._refine(params, question, key, *self._forced(chunk))
       drafts = fetch(result.drafts)[: bs - pad]
       texts.extend(answers.decode_text(tok, drafts))
       hits, valid = position_matches(
@@ -176,7 +212,8 @@ class Evaluator:
       pos_n += valid
       for _ in range(self.config.sampling.num_votes - 1):
         rng, key = jax.random.split(rng)
-        final = fetch(self._refine(params, question, key).final)[: bs - pad]
+        final = self._refine(params, question, key, *self._forced(chunk))
+        final = fetch(final.final)[: bs - pad]
         for i, row in enumerate(final):
           votes[lo + i].append(task.extract_answer(tok.decode(row)))
       m = self._eval_step(
@@ -248,11 +285,13 @@ class Evaluator:
     """Prints the accuracy and the sample trajectories, human-readable."""
     task = self.data.task
     fmt_q = getattr(task, "format_question", lambda q: q)
+    forced = results.get("forced_passes", self.forced_passes)
     print(
       f"\n{results.get('task', task.name)}: accuracy "
       f"{results['accuracy']:.4f} ({results['num_correct']}/"
       f"{results['num_examples']}) on held-out problems; per-pass exact "
       f"match {results['per_pass_exact_match']}"
+      + (f" (the first {forced} drafts given)" if forced else "")
     )
     if timing:
       print(f"timing: {timing}")
@@ -401,11 +440,16 @@ def main(argv):
   else:
     trajs = data.trajectories(split, f.num or config.eval.final_num_examples)
     source = split
-  evaluator = Evaluator(config, data, model, mesh)
+  try:
+    evaluator = Evaluator(config, data, model, mesh, f.forced_passes)
+  except ValueError as e:
+    raise app.UsageError(f"--forced_passes={f.forced_passes}: {e}") from e
   results = evaluator.score(params, trajs, show=f.show)
   results.update(
     step=step, source=str(source), task=data.task.name, model=config.model.name
   )
+  if f.forced_passes:
+    results["forced_passes"] = f.forced_passes
   evaluator.report(results)
   if f.output:
     metrics.write_json(f.output, results)
@@ -452,5 +496,11 @@ if __name__ == "__main__":
   )
   flags.DEFINE_string("prm_dir", "", "The PRM folder (default WORKDIR/prm).")
   flags.DEFINE_integer("beam_width", None, "Drafts kept per pass (beam).")
+  flags.DEFINE_integer(
+    "forced_passes",
+    0,
+    "Diagnosis (refiner): the first K drafts are the reference drafts, "
+    "the rest are sampled from them.",
+  )
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

@@ -141,8 +141,9 @@ def diffuse(model: Mdlm, params, question, cfg, rng, selection_params=None):
 
 
 def make_sampler(model, cfg: sampling.SamplingConfig):
-  """The model's sampler: (params, question, rng, selection_params=None)
-  -> RefineResult."""
+  """The model's sampler: (params, question, rng, selection_params=None,
+  forced=None) -> RefineResult (`forced`, the refiner's only: its first
+  drafts given, see `sampling.refine`)."""
   refiner_only = dict(
     guidance=cfg.guided,
     beam_width=cfg.beam_width > 1,
@@ -162,6 +163,10 @@ def make_sampler(model, cfg: sampling.SamplingConfig):
     fn = diffuse
   else:
     raise TypeError(f"no sampler for {type(model).__name__}")
+  if fn is sampling.refine:
+    return lambda params, question, rng, selection_params=None, forced=None: fn(
+      model, params, question, cfg, rng, selection_params, forced
+    )
   return lambda params, question, rng, selection_params=None: fn(
     model, params, question, cfg, rng, selection_params
   )

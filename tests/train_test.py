@@ -20,7 +20,7 @@ from runs import read_json as _read_json
 from runs import smoke_config as _smoke_config
 from runs import subprocess_env
 
-from bottomup import sharding, train
+from bottomup import evaluate, sharding, train
 from data_pipelines.tasks import multiplication
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -142,6 +142,25 @@ def test_model_variants_train(overrides, tmp_path):
     assert per_pass[:2] == [None, None]
     assert all(x is not None for x in per_pass[2:])
   assert _ckpt_steps(tmp_path) == [4]
+
+
+def test_forced_passes_give_the_reference_drafts_and_sample_the_rest(
+  smoke_run,
+):
+  workdir, _ = smoke_run
+  config, data, model, mesh, params, _ = evaluate.restore_run(workdir)
+  trajs = data.trajectories("valid", 8)
+  forced = evaluate.Evaluator(config, data, model, mesh, forced_passes=3)
+  res = forced.score(params, trajs)
+  # 4x4: four passes; the first three are the references, the last is
+  # written by the (barely trained) model from them.
+  assert res["per_pass_exact_match"][:3] == [1.0, 1.0, 1.0]
+  assert res["num_examples"] == 8
+  free = evaluate.Evaluator(config, data, model, mesh).score(params, trajs)
+  assert free["per_pass_exact_match"][:3] != [1.0, 1.0, 1.0]
+  for bad in (4, -1):
+    with pytest.raises(ValueError, match=f"forced_passes={bad}"):
+      evaluate.Evaluator(config, data, model, mesh, forced_passes=bad)
 
 
 # -- Subprocesses --------------------------------------------------------------
