@@ -16,6 +16,21 @@ and "#### True|False". Target (issue: cpu preset): >= 95% on the test split.
 Measured (2026-12-05, 2 CPU cores, 66 min): 49.1% (393/800), target missed:
 the chains are mostly right (per-pass exact match 76% / 62% / 16%) but the
 deciding rule's polarity and the final True/False are not yet learned.
+
+Scheme `backward` (`--config.data.scheme=backward`, 6 passes, drafts up
+to 64 tokens; stopped at step 1,100 of 1,500, 82 min): valid 55% at steps
+500, 1,000 and 1,100, which is always answering "False" (111 of the 200
+valid problems). `python -m bottomup.evaluate --split=valid
+--forced_passes=K` shows two separate failures: (1) given the reference
+first draft (K=1), the second pass matches its reference on 2% of the
+problems: the rule looked up backward is often invented (teacher-forced,
+the first draft's concept names are at chance: loss 0.63 a token, the
+loss of a uniform guess among the ~14 concepts of a problem); (2) given
+the reference drafts d0..d4 (K=5), the last pass writes the proof and
+the conclusion right but its final True/False is still the majority
+answer (52.5% exact): its teacher-forced loss, 0.013 a token, is one
+token at chance (ln 2) over a ~60-token draft, so the answer bit gets
+1/60 of the pass's gradient and is never learned.
 """
 
 import ml_collections
@@ -30,8 +45,8 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   # `grow`: the chain written forward, a longer prefix each pass, the
   # answer once at the end. Under the DESIGN's `hops` (conclusion first)
   # the later passes learn to copy the first draft's answer (see
-  # data_pipelines/tasks/prontoqa.py). Not yet trained: `backward`, both
-  # candidate proofs grown backward (every hop a lookup, no look-ahead).
+  # data_pipelines/tasks/prontoqa.py). `backward` (both candidate proofs
+  # grown backward) did no better: see the module docstring.
   c.data.scheme = "grow"
   c.data.source = "prepared"
   c.data.data_dir = "prepared"
