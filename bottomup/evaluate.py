@@ -37,10 +37,7 @@ class Evaluator:
   """Solves held-out problems and scores them (used by the trainer too)."""
 
   def __init__(self, config, data, model, mesh, forced_passes: int = 0):
-    """Compiles nothing yet; `forced_passes` > 0 (a diagnosis): the first
-    drafts of every problem are its reference drafts, not sampled, and
-    the model writes the rest from them (teacher-forced prefix,
-    free-running suffix)."""
+    """`forced_passes` > 0: the first drafts are given (module docstring)."""
     self.config, self.data, self.model, self.mesh = config, data, model, mesh
     self._compiled = False  # the sampler has run once (see `score`)
     shapes = data.shapes
@@ -189,20 +186,14 @@ class Evaluator:
       # Compile before the timer (once per Evaluator), so that problems/s
       # is the steady-state rate.
       _, first, _ = next(self._chunks(batch, n))
-      jax.block_until_ready(
-        self._refine(
-          params,
-          put(first["question"]),
-          jax.random.key(0),
-          *self._forced(first),
-        )
-      )
+      q, forced = put(first["question"]), self._forced(first)
+      jax.block_until_ready(self._refine(params, q, jax.random.key(0), *forced))
       self._compiled = True
     t0 = time.time()
     for lo, chunk, pad in self._chunks(batch, n):
       rng, key = jax.random.split(rng)
-      question = put(chunk["question"])
-      result = self._refine(params, question, key, *self._forced(chunk))
+      question, forced = put(chunk["question"]), self._forced(chunk)
+      result = self._refine(params, question, key, *forced)
       drafts = fetch(result.drafts)[: bs - pad]
       texts.extend(answers.decode_text(tok, drafts))
       hits, valid = position_matches(
@@ -212,8 +203,8 @@ class Evaluator:
       pos_n += valid
       for _ in range(self.config.sampling.num_votes - 1):
         rng, key = jax.random.split(rng)
-        final = self._refine(params, question, key, *self._forced(chunk))
-        final = fetch(final.final)[: bs - pad]
+        final = self._refine(params, question, key, *forced).final
+        final = fetch(final)[: bs - pad]
         for i, row in enumerate(final):
           votes[lo + i].append(task.extract_answer(tok.decode(row)))
       m = self._eval_step(
@@ -443,7 +434,7 @@ def main(argv):
   try:
     evaluator = Evaluator(config, data, model, mesh, f.forced_passes)
   except ValueError as e:
-    raise app.UsageError(f"--forced_passes={f.forced_passes}: {e}") from e
+    raise app.UsageError(f"--{e}") from e
   results = evaluator.score(params, trajs, show=f.show)
   results.update(
     step=step, source=str(source), task=data.task.name, model=config.model.name
