@@ -147,7 +147,8 @@ def _stage_config(config, num_steps: int):
   c.train.num_steps = num_steps
   c.eval.final_split = "valid"
   c.eval.final_num_examples = config.eval.num_examples
-  c.eval.every_steps = max(config.eval.every_steps, num_steps)
+  every = config.bootstrap.get("stage_eval_every", 0)
+  c.eval.every_steps = every if every > 0 else num_steps
   c.bootstrap.rounds = 0
   return c
 

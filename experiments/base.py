@@ -156,6 +156,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.bootstrap.steps_per_round = 500  # Fine-tuning steps per round.
   # Also train on the supervised examples in the rounds.
   c.bootstrap.include_supervised = True
+  # Valid evaluations inside each stage (supervised and every round's
+  # fine-tuning) every this many steps, for learning curves; 0 = only the
+  # stage's final one.
+  c.bootstrap.stage_eval_every = 0
 
   # Process reward model (bottomup/prm.py; `python -m bottomup.prm`):
   # Monte-Carlo values of the refiner's drafts and a small scorer.

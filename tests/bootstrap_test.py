@@ -121,6 +121,16 @@ def test_rationalize_without_hints_is_rejected(tmp_path):
     bootstrap.run(cfg, tmp_path)
 
 
+def test_stage_config_evaluates_periodically_only_when_asked():
+  cfg = smoke_config(bootstrap__rounds=2, train__num_steps=40)
+  stage = bootstrap._stage_config(cfg, 300)
+  assert stage.train.num_steps == 300
+  assert stage.eval.every_steps == 300  # the final evaluation only
+  assert stage.eval.final_split == "valid" and stage.bootstrap.rounds == 0
+  cfg.bootstrap.stage_eval_every = 50
+  assert bootstrap._stage_config(cfg, 300).eval.every_steps == 50
+
+
 def _toy_config():
   """2x2 multiplication from 256 solved problems, then two rounds on 124
   unsolved ones (Measured: accepted 4 -> 14 questions)."""
