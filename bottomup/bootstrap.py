@@ -243,12 +243,13 @@ def _check(config) -> None:
     raise ValueError("bootstrap.num_questions must be >= 1")
 
 
-def run(config: ml_collections.ConfigDict, workdir) -> dict:
+def run(config: ml_collections.ConfigDict, workdir) -> dict | None:
   """Supervised training, then `bootstrap.rounds` rounds (module docstring).
 
   Returns:
     The final evaluation (also in WORKDIR/eval_results.json), with the
-    rounds' records under "rounds".
+    rounds' records under "rounds"; None when a stage was stopped by
+    SIGTERM (its checkpoint saved: rerunning resumes it).
   """
   _check(config)
   b = config.bootstrap
@@ -262,9 +263,11 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
   else:
     base = workdir / "supervised"
     if not (base / "eval_results.json").exists():
-      train.train_and_evaluate(
+      result = train.train_and_evaluate(
         _stage_config(config, config.train.num_steps), base
       )
+      if result is None:
+        return _preempted(base)
   base_valid = workdir / "supervised_valid.json"
   if base_valid.exists():
     base_eval = json.loads(base_valid.read_text())
@@ -338,12 +341,16 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
       spm = base / "spm.model"
       if spm.exists() and not (rdir / "spm.model").exists():
         shutil.copy(spm, rdir / "spm.model")
-      train.train_and_evaluate(
-        _stage_config(config, b.steps_per_round),
-        rdir,
-        train_trajs=train_set,
-        init_from=base if b.finetune_from == "base" else prev,
-      )
+      if (
+        train.train_and_evaluate(
+          _stage_config(config, b.steps_per_round),
+          rdir,
+          train_trajs=train_set,
+          init_from=base if b.finetune_from == "base" else prev,
+        )
+        is None
+      ):
+        return _preempted(rdir)
     valid = json.loads((rdir / "eval_results.json").read_text())
     records.append(
       dict(
@@ -372,6 +379,17 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     flush=True,
   )
   return final
+
+
+def _preempted(stage_dir) -> None:
+  """A stage stopped by SIGTERM (its checkpoint saved): nothing after it
+  runs, so no evaluation or samples of the unfinished model are written
+  (and later reused) as if it were finished."""
+  print(
+    f"bootstrap: stopped in {stage_dir}; rerun the same command to resume.",
+    flush=True,
+  )
+  return None
 
 
 def _evaluate(model_dir, split: str, num: int) -> dict:

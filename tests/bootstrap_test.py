@@ -3,6 +3,7 @@ and a two-round run on 2x2 multiplication that grows its kept set and
 resumes mid-round from its saved samples."""
 
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -129,6 +130,48 @@ def test_stage_config_evaluates_periodically_only_when_asked():
   assert stage.eval.final_split == "valid" and stage.bootstrap.rounds == 0
   cfg.bootstrap.stage_eval_every = 50
   assert bootstrap._stage_config(cfg, 300).eval.every_steps == 50
+
+
+def test_a_preempted_stage_stops_the_run(tmp_path, monkeypatch):
+  """SIGTERM in a stage (train_and_evaluate returns None): nothing after
+  it runs, so no evaluation or samples of the unfinished model are written
+  and later reused as if it were finished."""
+  calls = []
+
+  def preempted(config, workdir, **kwargs):
+    calls.append(pathlib.Path(workdir))
+    return None
+
+  monkeypatch.setattr(bootstrap.train, "train_and_evaluate", preempted)
+  cfg = smoke_config(
+    data__task="multiplication_2x2",
+    data__train_examples=64,
+    data__hint_prob=0.25,
+    bootstrap__rounds=1,
+  )
+  # In supervised training.
+  assert bootstrap.run(cfg, tmp_path / "a") is None
+  assert calls == [tmp_path / "a" / "supervised"]
+  assert not (tmp_path / "a" / "supervised_valid.json").exists()
+  assert not (tmp_path / "a" / "round_1").exists()
+  # In a round's fine-tuning (the supervised model given).
+  base = tmp_path / "base"
+  base.mkdir()
+  (base / "config.json").write_text(json.dumps(cfg.to_dict()))
+  monkeypatch.setattr(bootstrap, "_evaluate", lambda *a: {"accuracy": 0.5})
+  monkeypatch.setattr(
+    bootstrap,
+    "_sample_round",
+    lambda *a: (
+      dict(accepted_questions=0, attempted_questions=0, rationalized=0, kept=0),
+      [],
+    ),
+  )
+  cfg.bootstrap.init_workdir = str(base)
+  assert bootstrap.run(cfg, tmp_path / "b") is None
+  assert calls[-1] == tmp_path / "b" / "round_1"
+  assert not (tmp_path / "b" / "rounds.json").exists()
+  assert not (tmp_path / "b" / "eval_results.json").exists()
 
 
 def _toy_config():
