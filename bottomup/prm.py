@@ -15,7 +15,10 @@ For the refiner trained in DIR (DESIGN §3-§4):
    rest sampled); the value of d_t is the fraction of rollouts whose final
    answer verifies. The final draft's value is its own correctness.
 3. Train the process reward model (`models/prm.py`, a small encoder over
-   [question; d_t] and t) with binary cross-entropy against the values,
+   [question; d_t] and t; with `prm.init_from_refiner` it has the
+   refiner's encoder sizes and starts from the refiner's embeddings and
+   encoder: a value head on the features that already solve the task)
+   with binary cross-entropy against the values,
    holding out the last `prm.holdout_fraction` of the training problems
    (all their drafts) and keeping the parameters with the lowest held-out
    loss, checked every `prm.eval_every` steps (early stopping: the drafts
@@ -225,7 +228,7 @@ def split_by_problem(arrays, fraction: float):
   )
 
 
-def train_prm(prm, data_arrays, cfg, seed: int, holdout=None):
+def train_prm(prm, data_arrays, cfg, seed: int, holdout=None, init=None):
   """Trains the PRM on rollout values.
 
   Args:
@@ -236,6 +239,8 @@ def train_prm(prm, data_arrays, cfg, seed: int, holdout=None):
     seed: PRNG seed (init and batches).
     holdout: rollout values to stop on, or None: then the last step's
       parameters are kept.
+    init: None, or a function of the freshly initialized parameters that
+      returns the starting ones (e.g. the refiner's encoder put in).
 
   Returns:
     (params, info): the kept parameters; info has `final_loss` (the last
@@ -253,8 +258,11 @@ def train_prm(prm, data_arrays, cfg, seed: int, holdout=None):
       data_arrays["t"][:2],
     )["params"]
   )
+  if init is not None:
+    params = init(params)
+  warmup = min(100, cfg.steps // 10 + 1)
   sched = optax.warmup_cosine_decay_schedule(
-    0.0, cfg.learning_rate, min(100, cfg.steps // 10 + 1), cfg.steps, 1e-5
+    0.0, cfg.learning_rate, warmup, max(cfg.steps, warmup + 1), 1e-5
   )
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched))
   opt = tx.init(params)
@@ -371,11 +379,18 @@ def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
     model, params, data, valid_probs, cfg, latent, config.seed + 1, bs
   )
   t_roll = time.time() - t0
+  init = None
+  if cfg.get("init_from_refiner", False):
+    cfg = prm_lib.refiner_sized(cfg, config.model)
+    refiner_params = jax.device_get(params)
+    init = lambda p: prm_lib.refiner_parts(p, refiner_params)
   prm = prm_lib.make_prm(
     cfg, data.tokenizer.vocab_size, data.tokenizer.digit_ids
   )
   fit, hold = split_by_problem(tr, cfg.get("holdout_fraction", 0.0))
-  prm_params, info = train_prm(prm, fit, cfg, config.seed, holdout=hold)
+  prm_params, info = train_prm(
+    prm, fit, cfg, config.seed, holdout=hold, init=init
+  )
   p_va = predict(prm, prm_params, va)
   groups = va["problem"] * (int(va["t"].max()) + 1) + va["t"]
   rank_acc, rank_pairs = ranking_accuracy(p_va, va["value"], groups)

@@ -183,6 +183,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.prm.num_heads = 4  # PRM heads.
   c.prm.mlp_dim = 256  # PRM MLP width.
   c.prm.num_layers = 2  # PRM encoder depth.
+  # Start from the refiner's embeddings and encoder (the PRM then takes the
+  # refiner's encoder sizes; the four size fields above are ignored).
+  c.prm.init_from_refiner = False
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest.

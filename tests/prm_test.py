@@ -1,6 +1,7 @@
 """Process reward model: metrics, loss on hand-made data, beam selection,
 forced-prefix rollouts, and the rollouts -> train -> guided-evaluate path."""
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -187,6 +188,53 @@ def refiner():
   return model, flax.linen.meta.unbox(v["params"]), q
 
 
+def test_prm_starts_from_the_refiners_encoder(refiner):
+  model, params, q = refiner
+  small = ml_collections.ConfigDict(
+    dict(d_model=16, num_heads=2, mlp_dim=32, num_layers=1)
+  )
+  cfg = prm_lib.refiner_sized(
+    small, ml_collections.ConfigDict(dataclasses.asdict(model.cfg))
+  )
+  assert (cfg.d_model, cfg.mlp_dim, cfg.num_layers) == (32, 64, 2)
+  assert small.d_model == 16  # a copy
+  module = prm_lib.make_prm(cfg, 40, model.cfg.digit_ids)
+  n = 8
+  rng = np.random.default_rng(0)
+  arrays = dict(
+    question=rng.integers(21, 40, (n, 6)).astype(np.int32),
+    draft=rng.integers(21, 40, (n, 8)).astype(np.int32),
+    t=rng.integers(0, 3, n).astype(np.int32),
+    value=rng.random(n).astype(np.float32),
+  )
+  # One step at learning rate 0: the kept parameters are the start.
+  zero = ml_collections.ConfigDict(
+    dict(steps=1, batch_size=4, learning_rate=0.0)
+  )
+  warm, _ = prm.train_prm(
+    module,
+    arrays,
+    zero,
+    seed=1,
+    init=lambda p: prm_lib.refiner_parts(p, params),
+  )
+  cold, _ = prm.train_prm(module, arrays, zero, seed=1)
+  for name in prm_lib.REFINER_PARTS:
+    jax.tree.map(np.testing.assert_array_equal, warm[name], params[name])
+  for name in set(cold) - set(prm_lib.REFINER_PARTS):  # its own head
+    jax.tree.map(np.testing.assert_array_equal, warm[name], cold[name])
+  differs = jax.tree.map(
+    lambda a, b: not np.array_equal(a, b), cold["encoder"], params["encoder"]
+  )
+  assert any(jax.tree.leaves(differs))  # a cold start is not the refiner
+  # A PRM of other sizes is refused, naming the parameter.
+  other = flax.linen.meta.unbox(
+    _prm(40).init(jax.random.key(0), q[:2], q[:2], jnp.zeros((2,), jnp.int32))
+  )["params"]
+  with pytest.raises(ValueError, match="token_embed"):
+    prm_lib.refiner_parts(other, params)
+
+
 def test_forced_prefix_continues_the_trajectory(refiner):
   model, params, q = refiner
   cfg = sampling.SamplingConfig(max_draft_len=8, trained_passes=3)
@@ -277,6 +325,18 @@ def test_rollouts_train_and_guided_evaluation(tmp_path):
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert read_json(out)["num_examples"] == 8
+  # Warm-started from the refiner: saved with the refiner's sizes, and
+  # loaded back as such.
+  cfg.update(
+    dict(init_from_refiner=True, num_problems=4, valid_problems=4, steps=2)
+  )
+  prm.run(workdir, cfg)
+  model_cfg = read_json(workdir / "config.json")["model"]
+  saved = read_json(workdir / "prm" / "prm.json")
+  assert saved["d_model"] == model_cfg["d_model"]
+  assert saved["num_layers"] == model_cfg["num_encoder_layers"]
+  module, params = prm.load(workdir / "prm", vocab_size=64)
+  assert module.cfg.num_layers == model_cfg["num_encoder_layers"]
 
 
 def test_prm_likelihood_adds_log_prm_probability(monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -50,8 +51,13 @@ class ProcessRewardModel(nn.Module):
   def __call__(self, question, draft, t):
     c = self.cfg
     d = c.d_model
-    token_embed = layers.Embed(c.vocab_size, d, ("vocab", "embed"))
-    place_embed = layers.Embed(c.max_places + 1, d, (None, "embed"), 0.5)
+    # Named as in the refiner, so that `refiner_parts` can warm-start them.
+    token_embed = layers.Embed(
+      c.vocab_size, d, ("vocab", "embed"), name="token_embed"
+    )
+    place_embed = layers.Embed(
+      c.max_places + 1, d, (None, "embed"), 0.5, name="place_embed"
+    )
     table = np.zeros((c.vocab_size,), bool)
     table[list(c.digit_ids)] = True
 
@@ -94,6 +100,47 @@ def make_prm(cfg, vocab_size: int, digit_ids=()) -> ProcessRewardModel:
   return ProcessRewardModel(
     PrmConfig(vocab_size=vocab_size, digit_ids=tuple(digit_ids), **kwargs)
   )
+
+
+# The PRM parameters a refiner can give (same names, same shapes when the
+# PRM has the refiner's encoder sizes: `refiner_sized`).
+REFINER_PARTS = ("token_embed", "place_embed", "encoder")
+
+
+def refiner_sized(cfg, model_cfg):
+  """A copy of the `prm` group `cfg` with the refiner's encoder sizes."""
+  import ml_collections
+
+  out = ml_collections.ConfigDict(cfg.to_dict())
+  for k in ("d_model", "num_heads", "mlp_dim", "mlp_kind", "max_places"):
+    out[k] = model_cfg[k]
+  out.num_layers = model_cfg.num_encoder_layers
+  return out
+
+
+def refiner_parts(prm_params, refiner_params) -> dict:
+  """`prm_params` with its embeddings and encoder taken from the refiner's.
+
+  The refiner's encoder already computes, from the question and a draft,
+  the features its next pass needs; the PRM starts from them (a value head
+  on the refiner's encoder) instead of from scratch. Raises ValueError
+  naming the first parameter whose shape differs.
+  """
+  out = dict(prm_params)
+  for name in REFINER_PARTS:
+    mine, theirs = prm_params[name], refiner_params[name]
+    flat_m = flax.traverse_util.flatten_dict(flax.core.unfreeze(mine))
+    flat_t = flax.traverse_util.flatten_dict(flax.core.unfreeze(theirs))
+    for key, value in flat_m.items():
+      if key not in flat_t or np.shape(flat_t[key]) != np.shape(value):
+        got = np.shape(flat_t[key]) if key in flat_t else "missing"
+        raise ValueError(
+          f"PRM parameter {name}/{'/'.join(key)} {np.shape(value)} has no "
+          f"refiner counterpart of that shape ({got}): size the PRM with "
+          "`refiner_sized`"
+        )
+    out[name] = jax.tree.map(jnp.asarray, theirs)
+  return out
 
 
 def prm_logits(prm, params, question, tokens, t) -> jax.Array:
