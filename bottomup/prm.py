@@ -32,7 +32,10 @@ For the refiner trained in DIR (DESIGN §3-§4):
    better one higher (ties count half; what PRM selection relies on).
 
 Writes DIR/prm/: `params.msgpack` (written atomically), `prm.json` (its
-config) and `prm_results.json`. Then
+config), `prm_results.json` and `rollouts.npz`, the rollout values, which a
+rerun with the same rollout settings on the same checkpoint reuses (to
+train another PRM on the same rollouts, e.g. `--prm.init_from_refiner`).
+Then
 
     python -m bottomup.evaluate --workdir=DIR --selection=prm \
         --num_samples=4 --temperature=0.7 [--beam_width=2]
@@ -59,6 +62,7 @@ from bottomup.models import prm as prm_lib
 
 PRM_DIR = "prm"
 PARAMS_FILE = "params.msgpack"
+ROLLOUTS_FILE = "rollouts.npz"
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -340,6 +344,55 @@ def save(prm_dir: pathlib.Path, prm_cfg: ml_collections.ConfigDict, params):
   metrics.write_json(prm_dir / "prm.json", prm_cfg.to_dict())
 
 
+# The rollouts' settings: a saved rollout file is reused only when these
+# (and the refiner's checkpoint step) are the same.
+_ROLLOUT_FIELDS = (
+  "num_problems",
+  "samples_per_problem",
+  "valid_problems",
+  "rollouts",
+  "temperature",
+  "top_p",
+)
+
+
+def rollouts_key(cfg, refiner_step: int) -> str:
+  """What the rollouts depend on, as a string stored with them."""
+  fields = {k: cfg.get(k) for k in _ROLLOUT_FIELDS}
+  return json.dumps(
+    dict(fields, refiner_step=int(refiner_step)), sort_keys=True
+  )
+
+
+def save_rollouts(path: pathlib.Path, key: str, train_arrays, valid_arrays):
+  """Writes both splits' rollout values (atomically) with their key."""
+  if jax.process_index() != 0:
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  arrays = {f"train/{k}": v for k, v in train_arrays.items()}
+  arrays.update({f"valid/{k}": v for k, v in valid_arrays.items()})
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez(tmp, key=np.array(key), **arrays)
+  tmp.replace(path)
+
+
+def load_rollouts(path: pathlib.Path, key: str):
+  """(train, valid) rollout values saved under `key`, or (None, None) when
+  there are none or they were made with other settings."""
+  if not path.exists():
+    return None, None
+  with np.load(path) as f:
+    if str(f["key"]) != key:
+      print(f"{path}: rollouts of other settings, sampled again", flush=True)
+      return None, None
+    split = lambda s: {
+      k.split("/", 1)[1]: f[k] for k in f.files if k.startswith(s + "/")
+    }
+    train_arrays, valid_arrays = split("train"), split("valid")
+  print(f"reusing the rollouts saved in {path}", flush=True)
+  return train_arrays, valid_arrays
+
+
 def load(prm_dir, vocab_size: int, digit_ids=()):
   """(ProcessRewardModel, params) saved by `save`."""
   prm_dir = pathlib.Path(prm_dir)
@@ -372,12 +425,19 @@ def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
   bs = config.eval.batch_size
   train_probs = data.train_problems(cfg.num_problems)
   valid_probs = data.trajectories("valid", cfg.valid_problems)
-  tr = rollout_values(
-    model, params, data, train_probs, cfg, latent, config.seed, bs
-  )
-  va = rollout_values(
-    model, params, data, valid_probs, cfg, latent, config.seed + 1, bs
-  )
+  out = workdir / PRM_DIR
+  cache = out / ROLLOUTS_FILE
+  key = rollouts_key(cfg, step)
+  tr, va = load_rollouts(cache, key)
+  reused = tr is not None
+  if not reused:
+    tr = rollout_values(
+      model, params, data, train_probs, cfg, latent, config.seed, bs
+    )
+    va = rollout_values(
+      model, params, data, valid_probs, cfg, latent, config.seed + 1, bs
+    )
+    save_rollouts(cache, key, tr, va)
   t_roll = time.time() - t0
   init = None
   if cfg.get("init_from_refiner", False):
@@ -410,9 +470,9 @@ def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
       for t in np.unique(va["t"])
     },
     rollout_seconds=round(t_roll, 1),
+    rollouts_reused=reused,
     seconds=round(time.time() - t0, 1),
   )
-  out = workdir / PRM_DIR
   save(out, cfg, prm_params)
   metrics.write_json(out / "prm_results.json", results)
   v = results["valid"]

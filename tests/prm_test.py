@@ -104,6 +104,28 @@ def test_ranking_accuracy_by_hand():
   assert prm.ranking_accuracy([0.1], [1.0], [0]) == (None, 0)
 
 
+def test_saved_rollouts_are_reused_only_under_the_same_settings(tmp_path):
+  cfg = ml_collections.ConfigDict(
+    dict(num_problems=2, samples_per_problem=1, valid_problems=1, rollouts=2)
+  )
+  cfg.temperature, cfg.top_p = 0.7, 0.95
+  tr = dict(t=np.arange(3), value=np.array([0.0, 0.5, 1.0]))
+  va = dict(t=np.arange(2), value=np.array([1.0, 0.0]))
+  path = tmp_path / "prm" / prm.ROLLOUTS_FILE
+  key = prm.rollouts_key(cfg, refiner_step=100)
+  prm.save_rollouts(path, key, tr, va)
+  got_tr, got_va = prm.load_rollouts(path, key)
+  for want, got in ((tr, got_tr), (va, got_va)):
+    assert set(got) == set(want)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
+  assert prm.load_rollouts(path, prm.rollouts_key(cfg, 200)) == (None, None)
+  cfg.rollouts = 4
+  assert prm.load_rollouts(path, prm.rollouts_key(cfg, 100)) == (None, None)
+  assert prm.load_rollouts(tmp_path / "none.npz", key) == (None, None)
+  assert [f.name for f in path.parent.iterdir()] == [prm.ROLLOUTS_FILE]
+
+
 def test_split_by_problem_holds_out_whole_problems():
   arrays = dict(
     problem=np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]),
@@ -327,10 +349,11 @@ def test_rollouts_train_and_guided_evaluation(tmp_path):
   assert read_json(out)["num_examples"] == 8
   # Warm-started from the refiner: saved with the refiner's sizes, and
   # loaded back as such.
-  cfg.update(
-    dict(init_from_refiner=True, num_problems=4, valid_problems=4, steps=2)
-  )
-  prm.run(workdir, cfg)
+  # The same rollouts are reused.
+  cfg.update(dict(init_from_refiner=True, steps=2))
+  warm = prm.run(workdir, cfg)
+  assert not results["rollouts_reused"] and warm["rollouts_reused"]
+  assert warm["train_drafts"] == results["train_drafts"]
   model_cfg = read_json(workdir / "config.json")["model"]
   saved = read_json(workdir / "prm" / "prm.json")
   assert saved["d_model"] == model_cfg["d_model"]
