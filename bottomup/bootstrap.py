@@ -32,9 +32,10 @@ Rerunning the command resumes: finished stages are skipped, a round whose
 samples were written reuses them (they are written atomically), and
 fine-tuning resumes from its own checkpoints.
 
-The unsolved questions are the training problems after the first
-`data.train_examples` (the supervised ones): only their answers are read,
-never their solutions.
+The unsolved questions are `bootstrap.num_questions` training problems
+other than the `data.train_examples` supervised ones
+(`datasets.Data.problems_after`): only their answers are read, never their
+solutions.
 """
 
 from __future__ import annotations
@@ -289,11 +290,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict | None:
     ml_collections.ConfigDict(json.loads((base / "config.json").read_text())),
     base,
   )
-  n_sup = int(config.data.train_examples)
-  pool = data.train_problems(n_sup + b.num_questions)
-  supervised, questions = pool[:n_sup], pool[n_sup:]
-  seen = {t.question for t in supervised}
-  questions = [t for t in questions if t.question not in seen]
+  supervised, questions = data.problems_after(
+    int(config.data.train_examples), (b.num_questions,)
+  )
 
   prev = base
   for r in range(1, b.rounds + 1):

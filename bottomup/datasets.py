@@ -65,8 +65,10 @@ class Data:
     """The first `num` training problems, viewed (generated or prepared;
     None = the whole prepared split).
 
-    `data.train_examples` trains on the first N of them; the bootstrap
-    rounds take their unsolved questions from the ones after.
+    `data.train_examples=N` trains on `train_problems(N)`. A generated
+    task draws each `num` afresh, so `train_problems(N)` is not a prefix
+    of `train_problems(M)`: for problems other than those N, use
+    `problems_after`, which compares questions, not positions.
     """
     if self.cfg.source == "generator":
       if num is None:
@@ -89,6 +91,29 @@ class Data:
     return self.apply_view(
       _decode_split(rows, self.tokenizer, self.task.name, num)
     )
+
+  def problems_after(
+    self, n: int, nums: tuple[int, ...]
+  ) -> tuple[list[Trajectory], ...]:
+    """`train_problems(n)`, then disjoint groups of further training
+    problems of sizes `nums`, none of whose questions is in an earlier
+    group (prepared: the problems after the first n, in file order;
+    generated: a larger draw with the earlier questions removed). The same
+    arguments give the same groups, so a later stage can recompute what an
+    earlier one used (the bootstrap rounds' questions, then the PRM's)."""
+    first = self.train_problems(n) if n else []
+    seen = {t.question for t in first}
+    pool = self.train_problems(n + sum(nums))
+    fresh = []
+    for t in pool:
+      if t.question not in seen:
+        seen.add(t.question)
+        fresh.append(t)
+    groups, lo = [first], 0
+    for k in nums:
+      groups.append(fresh[lo : lo + k])
+      lo += k
+    return tuple(groups)
 
   def list_stream(self, trajs, batch_size: int, start_step: int = 0):
     """Batches of a fixed list of (viewed) trajectories, in epochs; a

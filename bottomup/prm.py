@@ -5,7 +5,8 @@
 For the refiner trained in DIR (DESIGN §3-§4):
 
 1. Sample `prm.samples_per_problem` trajectories d_0 ... d_{T-1} for each
-   of `prm.num_problems` training problems (temperature `prm.temperature`,
+   of `prm.num_problems` training problems that the refiner did not train
+   on (`unseen_train_problems`; temperature `prm.temperature`,
    top-p `prm.top_p`). With one, every question has one draft per pass and
    the PRM can only learn how hard the question is; with several it also
    sees drafts of the same question that are worth different amounts,
@@ -409,6 +410,24 @@ def load(prm_dir, vocab_size: int, digit_ids=()):
   return prm, params
 
 
+def unseen_train_problems(config, data, num: int) -> list:
+  """`num` training problems whose solutions the refiner never trained on.
+
+  With `data.train_examples=N` the refiner read the first N problems for
+  many epochs (and a bootstrap round's model, its own solutions of the
+  `bootstrap.num_questions` after them): their rollouts would be almost
+  all correct, unlike the problems it is judged on. They are skipped. With
+  fresh problems (N = 0) every problem was read at most once: none are.
+  """
+  n_sup = int(config.data.get("train_examples", 0) or 0)
+  if not n_sup:
+    return data.train_problems(num)
+  *_, unseen = data.problems_after(
+    n_sup, (int(config.bootstrap.num_questions), num)
+  )
+  return unseen
+
+
 def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
   """Rollouts, training and calibration for the refiner of `workdir`."""
   workdir = pathlib.Path(workdir)
@@ -423,7 +442,7 @@ def run(workdir, cfg: ml_collections.ConfigDict | None = None) -> dict:
   )
   t0 = time.time()
   bs = config.eval.batch_size
-  train_probs = data.train_problems(cfg.num_problems)
+  train_probs = unseen_train_problems(config, data, cfg.num_problems)
   valid_probs = data.trajectories("valid", cfg.valid_problems)
   out = workdir / PRM_DIR
   cache = out / ROLLOUTS_FILE

@@ -116,6 +116,25 @@ def test_hints_get_room_in_the_question(tmp_path):
   assert counts.questions == 0
 
 
+def test_rounds_use_the_supervised_problems_trained_on(tmp_path):
+  """The rounds' supervised examples are exactly `train_problems(N)`, what
+  supervised training read, and their questions are other problems (a
+  generated task draws each size afresh: positions in a larger draw are
+  not those problems)."""
+  data = datasets.build(
+    smoke_config(data__task="multiplication_4x4", data__train_examples=20),
+    tmp_path,
+  )
+  trained = [t.question for t in data.train_problems(20)]
+  sup, questions, more = data.problems_after(20, (30, 10))
+  assert [t.question for t in sup] == trained
+  assert [len(questions), len(more)] == [30, 10]
+  groups = [{t.question for t in g} for g in (sup, questions, more)]
+  assert sum(map(len, groups)) == len(set.union(*groups)) == 60
+  again = data.problems_after(20, (30, 10))  # recomputable
+  assert [t.question for t in again[2]] == [t.question for t in more]
+
+
 def test_rationalize_without_hints_is_rejected(tmp_path):
   cfg = smoke_config(bootstrap__rounds=1)
   with pytest.raises(ValueError, match="hint_prob"):

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 from runs import read_json, smoke_config, subprocess_env
 
-from bottomup import prm, sampling, train
+from bottomup import datasets, prm, sampling, train
 from bottomup.models import prm as prm_lib
 from bottomup.models.refiner import Refiner, RefinerConfig
 
@@ -124,6 +124,26 @@ def test_saved_rollouts_are_reused_only_under_the_same_settings(tmp_path):
   assert prm.load_rollouts(path, prm.rollouts_key(cfg, 100)) == (None, None)
   assert prm.load_rollouts(tmp_path / "none.npz", key) == (None, None)
   assert [f.name for f in path.parent.iterdir()] == [prm.ROLLOUTS_FILE]
+
+
+def test_rollout_problems_skip_the_ones_the_refiner_trained_on(tmp_path):
+  cfg = smoke_config(data__train_examples=20, bootstrap__num_questions=30)
+  data = datasets.build(cfg, tmp_path)
+  got = prm.unseen_train_problems(cfg, data, 10)
+  assert len(got) == 10
+  trained = {t.question for t in data.train_problems(20)}  # what it read
+  sup, questions = data.problems_after(20, (30,))  # the rounds' questions
+  assert {t.question for t in sup} == trained and len(questions) == 30
+  assert not {t.question for t in got} & (
+    trained | {t.question for t in questions}
+  )
+  fresh = smoke_config()  # fresh problems every step: none skipped
+  assert fresh.data.train_examples == 0
+  data = datasets.build(fresh, tmp_path)
+  got = prm.unseen_train_problems(fresh, data, 10)
+  assert [t.question for t in got] == [
+    t.question for t in data.train_problems(10)
+  ]
 
 
 def test_split_by_problem_holds_out_whole_problems():
