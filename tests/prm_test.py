@@ -15,16 +15,16 @@ import pytest
 from conftest import REPO_ROOT
 from runs import read_json, smoke_config, subprocess_env
 
-from bottomup import datasets, prm, sampling, train
+from bottomup import datasets, prm, prm_metrics, sampling, train
 from bottomup.models import prm as prm_lib
 from bottomup.models.refiner import Refiner, RefinerConfig
 
 
 def test_auroc_matches_pairwise_count():
-  assert prm.auroc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
-  assert prm.auroc([0.1, 0.2, 0.9], [1, 1, 0]) == 0.0
-  assert prm.auroc([0.5, 0.5], [1, 0]) == 0.5
-  assert np.isnan(prm.auroc([0.1, 0.2], [1, 1]))
+  assert prm_metrics.auroc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
+  assert prm_metrics.auroc([0.1, 0.2, 0.9], [1, 1, 0]) == 0.0
+  assert prm_metrics.auroc([0.5, 0.5], [1, 0]) == 0.5
+  assert np.isnan(prm_metrics.auroc([0.1, 0.2], [1, 1]))
   rng = np.random.default_rng(0)
   s = rng.integers(0, 5, 40) / 4  # many ties
   y = rng.random(40) < 0.4
@@ -33,18 +33,18 @@ def test_auroc_matches_pairwise_count():
     for (a, la), (b, lb) in itertools.product(zip(s, y), repeat=2)
     if la and not lb
   ]
-  assert prm.auroc(s, y) == pytest.approx(np.mean(pairs))
+  assert prm_metrics.auroc(s, y) == pytest.approx(np.mean(pairs))
 
 
 def test_calibration_by_hand():
-  out = prm.calibration([1.0, 0.25], np.array([[1.0, 1.0], [0.0, 1.0]]))
+  out = prm_metrics.calibration([1.0, 0.25], np.array([[1.0, 1.0], [0.0, 1.0]]))
   # (0 + 0 + 0.0625 + 0.5625) / 4
   assert out["brier"] == pytest.approx(0.15625)
   assert out["base_rate"] == pytest.approx(0.75)
   assert out["brier_base_rate"] == pytest.approx((3 * 0.0625 + 0.5625) / 4)
   # Positives 1, 1, 0.25 vs the negative 0.25: (1 + 1 + 0.5) / 3.
   assert out["auroc"] == pytest.approx(2.5 / 3)
-  assert prm.calibration([0.5], np.array([[1.0]]))["auroc"] is None
+  assert prm_metrics.calibration([0.5], np.array([[1.0]]))["auroc"] is None
 
 
 def _prm(vocab=30):
@@ -94,14 +94,14 @@ def test_prm_learns_hand_made_values():
 def test_ranking_accuracy_by_hand():
   # Problem 0: values 1 > 0.5 > 0, scores agree on 2 of 3 pairs;
   # problem 1: equal values make no pair; problem 2: a score tie.
-  acc, pairs = prm.ranking_accuracy(
+  acc, pairs = prm_metrics.ranking_accuracy(
     scores=[0.9, 0.2, 0.5, 0.3, 0.4, 0.7, 0.7],
     values=[1.0, 0.5, 0.0, 1.0, 1.0, 0.25, 0.75],
     groups=[0, 0, 0, 1, 1, 2, 2],
   )
   assert pairs == 4
   assert acc == pytest.approx((2 + 0.5) / 4)
-  assert prm.ranking_accuracy([0.1], [1.0], [0]) == (None, 0)
+  assert prm_metrics.ranking_accuracy([0.1], [1.0], [0]) == (None, 0)
 
 
 def test_saved_rollouts_are_reused_only_under_the_same_settings(tmp_path):
