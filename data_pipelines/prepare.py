@@ -10,6 +10,8 @@ in `data_pipelines.builders`):
   2. a sentencepiece tokenizer trained on the train split's questions and
      drafts (`char` when the text has no letters, as in multiplication;
      `bpe` otherwise), checked to decode every train draft exactly;
+     with `--fold_words`, capitalized and plural words are folded into their
+     stem's token (`data_pipelines.tokenizer`);
   3. `tokens_<split>.npz` (`builders.tokenized`), read without TensorFlow;
   4. `stats.json`: sizes, token-length percentiles, suggested shapes and the
      over-length counts at those shapes;
@@ -79,7 +81,10 @@ def remove_stale_tmp(parent: pathlib.Path) -> None:
 
 
 def train_tokenizer(
-  texts: list[str], model_type: str, vocab_size: int | None
+  texts: list[str],
+  model_type: str,
+  vocab_size: int | None,
+  fold_words: bool = False,
 ) -> tuple[tok_lib.Tokenizer, str]:
   """Trains the dataset's tokenizer; `auto` picks char for letter-free text.
 
@@ -88,6 +93,7 @@ def train_tokenizer(
     model_type: `auto`, `char`, `unigram` or `bpe`.
     vocab_size: for unigram/bpe (None: `DEFAULT_TEXT_VOCAB_SIZE`, lowered to
       what the text supports).
+    fold_words: fold capitalized and plural words into their stem's token.
 
   Returns:
     The trained tokenizer and its model type.
@@ -100,17 +106,20 @@ def train_tokenizer(
     # words (ProntoQA questions: 152 tokens at the 99.9th percentile, against
     # 296 with unigram; GSM8K about equal).
     model_type = "bpe" if letters else "char"
+  train = lambda **kw: tok_lib.Tokenizer.train(
+    texts, model_type=model_type, fold_words=fold_words, **kw
+  )
   if model_type == "char":
-    return tok_lib.Tokenizer.train(texts, model_type="char"), model_type
+    return train(), model_type
   size = vocab_size or DEFAULT_TEXT_VOCAB_SIZE
   try:
-    tok = tok_lib.Tokenizer.train(texts, model_type=model_type, vocab_size=size)
+    tok = train(vocab_size=size)
   except RuntimeError as e:
     # "Vocabulary size too high (4096). Please set it to a value <= 1234."
     if vocab_size is not None or "<=" not in str(e):
       raise
     size = int(str(e).rsplit("<=", 1)[1].strip(" .\n"))
-    tok = tok_lib.Tokenizer.train(texts, model_type=model_type, vocab_size=size)
+    tok = train(vocab_size=size)
   return tok, model_type
 
 
@@ -125,13 +134,13 @@ def check_roundtrip(
   ]
   rows += [data.question(i).tolist() for i in range(len(data))]
   # Without control ids in the rows, Tokenizer.decode (which stops at EOS
-  # and drops PAD/BOS) is the batched sp.decode used here.
+  # and drops PAD/BOS) is the batched decode_many used here.
   reserved = (tok_lib.PAD_ID, tok_lib.BOS_ID, tok_lib.EOS_ID)
   control = sum(
     int(np.isin(t, reserved).any())
     for t in (data.draft_tokens, data.question_tokens)
   )
-  decoded = tokenizer.sp.decode(rows)
+  decoded = tokenizer.decode_many(rows)
   wrong = sum(a != b for a, b in zip(decoded, drafts + texts["question"]))
   return control + wrong
 
@@ -208,6 +217,7 @@ def _write_outputs(path, splits_texts, settings, model_type, vocab_size):
     train["question"] + [d for ds in train["drafts"] for d in ds],
     model_type,
     vocab_size,
+    settings.get("fold_words", False),
   )
   data = {
     split: tokenized.tokenize_split(texts, tokenizer)
@@ -226,7 +236,11 @@ def _write_outputs(path, splits_texts, settings, model_type, vocab_size):
   stats = {
     "task": settings["task"],
     "scheme": settings["scheme"],
-    "tokenizer": {"model_type": model_type, "vocab_size": tokenizer.vocab_size},
+    "tokenizer": {
+      "model_type": model_type,
+      "vocab_size": tokenizer.vocab_size,
+      "fold_words": tokenizer.folds_words,
+    },
     "suggested_shapes": shapes,
     "splits": {},
   }
@@ -261,6 +275,7 @@ def prepare(
   seed: int = 0,
   model_type: str = "auto",
   vocab_size: int | None = None,
+  fold_words: bool = False,
 ) -> pathlib.Path:
   """Prepares (task, scheme) under `data_dir`, or does nothing if done.
 
@@ -274,6 +289,8 @@ def prepare(
     seed: generator seed (generated tasks).
     model_type: tokenizer type: `auto`, `char`, `unigram` or `bpe`.
     vocab_size: unigram/bpe vocabulary (None: automatic).
+    fold_words: fold capitalized and plural words into their stem's token
+      (`data_pipelines.tokenizer`).
 
   Returns:
     The prepared dataset folder.
@@ -296,6 +313,8 @@ def prepare(
     "model_type": model_type,
     "vocab_size": vocab_size,
   }
+  if fold_words:  # Absent when off: datasets prepared before it still match.
+    settings["fold_words"] = True
   final = builders.dataset_dir(data_dir, task, scheme)
   done = builders.read_marker(final)
   if done is not None:
@@ -374,6 +393,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     help="tokenizer type (auto: char for text without letters, else bpe)",
   )
   parser.add_argument("--vocab_size", type=int, help="unigram/bpe vocab")
+  parser.add_argument(
+    "--fold_words",
+    action="store_true",
+    help="one token for a word's capitalized and plural forms (stem + "
+    "marker pieces); for small closed vocabularies such as ProntoQA",
+  )
   return parser.parse_args(argv)
 
 
@@ -400,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       seed=args.seed,
       model_type=args.model_type,
       vocab_size=args.vocab_size,
+      fold_words=args.fold_words,
     )
   except (DataError, FileNotFoundError, ValueError) as e:
     print(f"prepare: error: {e}", file=sys.stderr)

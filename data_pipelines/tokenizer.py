@@ -6,6 +6,16 @@ then draft markers <d0> ... <d{MAX_DRAFT_MARKERS-1}>. Digit tasks use the
 `bpe`. Whitespace is kept verbatim (no dummy prefix, no whitespace folding)
 so that decode(encode(text)) == text for every draft.
 
+Word folding (`Tokenizer.train(..., fold_words=True)`, for text tasks with a
+small closed vocabulary such as ProntoQA): before sentencepiece, a word's
+capitalized and plural forms are written as the lower-case singular stem
+followed by marker pieces, "Gorpuses" -> "gorpus" CAP ES, "Max" -> "max" CAP,
+"lempuses" -> "lempus" ES, "animals" -> "animal" S, so that every form of a
+concept shares the stem's token and matching a concept across sentences is
+matching one token. Decoding puts the forms back (`unfold_text`), so
+decode(encode(text)) == text still holds. A model whose vocabulary has the
+marker pieces folds; no other setting is stored.
+
 The model file is written next to the prepared dataset as `spm.model`.
 """
 
@@ -14,6 +24,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -29,6 +40,57 @@ def draft_marker(t: int) -> str:
   return f"<d{t}>"
 
 
+# Word folding's marker pieces (module docstring): capital first letter,
+# plural "-es" and plural "-s". Characters that no dataset here contains;
+# `fold_text` refuses text that has them.
+CAP, PLURAL_ES, PLURAL_S = "\u21e7", "\u2039es\u203a", "\u2039s\u203a"
+FOLD_MARKERS = (CAP, PLURAL_ES, PLURAL_S)
+_WORD_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]+(?![A-Za-z])")
+_FOLDED_RE = re.compile(
+  "([A-Za-z]*)(" + CAP + ")?(" + PLURAL_ES + "|" + PLURAL_S + ")?"
+)
+# Words ending in "s" that are not plurals of a shorter stem.
+_NOT_PLURAL = ("ss", "us", "is", "os")
+
+
+def _fold_word(m: re.Match) -> str:
+  w = m.group(0)
+  cap = w[0].isupper() and w[1:] == w[1:].lower()
+  if cap:
+    w = w.lower()
+  suffix = ""
+  if len(w) >= 6 and w.endswith("uses"):
+    w, suffix = w[:-2], PLURAL_ES
+  elif len(w) >= 5 and w.endswith("s") and not w.endswith(_NOT_PLURAL):
+    w, suffix = w[:-1], PLURAL_S
+  return w + (CAP if cap else "") + suffix
+
+
+def fold_text(text: str) -> str:
+  """Writes capitalized and plural words as stem + markers (docstring).
+
+  Raises:
+    ValueError: the text already holds a marker character.
+  """
+  if any(c in text for c in (CAP, "\u2039", "\u203a")):
+    raise ValueError(f"text holds a word-folding marker: {text[:80]!r}")
+  return _WORD_RE.sub(_fold_word, text)
+
+
+def _unfold_word(m: re.Match) -> str:
+  stem, cap, suffix = m.groups()
+  if not (cap or suffix):
+    return stem
+  if cap:
+    stem = stem[:1].upper() + stem[1:]
+  return stem + {PLURAL_ES: "es", PLURAL_S: "s", None: ""}[suffix]
+
+
+def unfold_text(text: str) -> str:
+  """The inverse of `fold_text`; stray markers (a model's) become text."""
+  return _FOLDED_RE.sub(_unfold_word, text)
+
+
 class Tokenizer:
   """A sentencepiece model with bottomup's reserved ids."""
 
@@ -42,6 +104,9 @@ class Tokenizer:
     ) or self.sp.piece_to_id(SEP_PIECE) != SEP_ID:
       raise ValueError("sentencepiece model lacks bottomup's reserved ids")
     self.vocab_size = self.sp.get_piece_size()
+    self.folds_words = all(
+      self.sp.piece_to_id(p) != UNK_ID for p in FOLD_MARKERS
+    )
     pieces = [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
     # Single-digit pieces: the place-value embedding counts positions in
     # digit runs, so it needs to know which ids are digits.
@@ -65,6 +130,7 @@ class Tokenizer:
     *,
     model_type: str = "char",
     vocab_size: int = 0,
+    fold_words: bool = False,
   ) -> Tokenizer:
     """Trains a model on `texts`.
 
@@ -73,6 +139,7 @@ class Tokenizer:
       model_type: `char`, `unigram` or `bpe`.
       vocab_size: target size for unigram/bpe; ignored for `char` (which
         takes every character seen).
+      fold_words: fold capitalized and plural words (module docstring).
 
     Returns:
       The trained tokenizer.
@@ -81,6 +148,9 @@ class Tokenizer:
     if not texts:
       raise ValueError("cannot train a tokenizer on no text")
     markers = [SEP_PIECE] + [draft_marker(t) for t in range(MAX_DRAFT_MARKERS)]
+    if fold_words:
+      texts = [fold_text(t) for t in texts]
+      markers += FOLD_MARKERS
     if model_type == "char":
       chars = sorted({c for t in texts for c in t})
       # Every character must be a piece: char models cover all of them.
@@ -130,10 +200,18 @@ class Tokenizer:
 
   def encode(self, text: str) -> list[int]:
     """Token ids of `text` (no BOS/EOS added)."""
-    return self.sp.encode(text)
+    return self.sp.encode(fold_text(text) if self.folds_words else text)
 
   def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
-    return self.sp.encode(list(texts))
+    texts = list(texts)
+    if self.folds_words:
+      texts = [fold_text(t) for t in texts]
+    return self.sp.encode(texts)
+
+  def decode_many(self, rows: Sequence[Sequence[int]]) -> list[str]:
+    """Texts of rows holding no control ids (batched `sp.decode`)."""
+    texts = self.sp.decode([list(map(int, r)) for r in rows])
+    return [unfold_text(t) for t in texts] if self.folds_words else texts
 
   def decode(self, ids: Iterable[int]) -> str:
     """Text of `ids`, stopping at the first EOS and dropping PAD/BOS."""
@@ -145,4 +223,5 @@ class Tokenizer:
       if i in (PAD_ID, BOS_ID):
         continue
       out.append(i)
-    return self.sp.decode(out)
+    text = self.sp.decode(out)
+    return unfold_text(text) if self.folds_words else text

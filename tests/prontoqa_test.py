@@ -228,6 +228,14 @@ def test_real_data(data_dir):
       assert len(chains) == 2, t.id
       heads = [prontoqa._rule(prontoqa._sentences(c)[0])[0] for c in chains]
       assert sum(h in types for h in heads) == 1, t.id
+    # `for_against`: the answer is True exactly when the first chain (the
+    # one agreeing with the statement) is the proof.
+    for t in task.trajectories(
+      split, scheme="for_against", source_dir=data_dir
+    ):
+      first = t.drafts[-2].split(prontoqa.CHAIN_SEP)[0]
+      proof_end = prontoqa._sentences(t.drafts[-1])[-3]  # the deciding rule
+      assert first.endswith(proof_end) == (t.answer == "True"), t.id
 
 
 # The proof above, plus a distractor: the opposite rule on "shiny" and one
@@ -259,6 +267,29 @@ def test_backward_scheme_grows_both_candidate_chains_backward():
   # Only the last draft states an answer.
   task = prontoqa.ProntoQATask()
   assert [task.extract_answer(d) for d in drafts[:-1]] == [None] * len(rules)
+
+
+def test_for_against_orders_the_chains_by_the_statement_asked():
+  backward = prontoqa.make_drafts(_STEPS, "False", "backward", context=_CONTEXT)
+  # "Zed is shiny.": the positive chain argues for it, as in `backward`.
+  drafts = prontoqa.make_drafts(
+    _STEPS, "False", "for_against", context=_CONTEXT
+  )
+  assert drafts == backward
+  # "Zed is not shiny.": the negative chain (the proof) comes first.
+  negated = _CONTEXT.replace("Zed is shiny.", "Zed is not shiny.")
+  steps = _STEPS
+  drafts = prontoqa.make_drafts(steps, "True", "for_against", context=negated)
+  assert drafts[0] == "Wugs are not shiny. | Every tove is shiny."
+  assert drafts[1] == (
+    "Daxes are wugs. Wugs are not shiny. | "
+    "Each mimsy is a tove. Every tove is shiny."
+  )
+  assert drafts[-1] == " ".join(steps) + " #### True"
+  with pytest.raises(ValueError, match="True or false"):
+    prontoqa.make_drafts(
+      steps, "True", "for_against", context=_CONTEXT.split(" True or")[0]
+    )
 
 
 def test_backward_scheme_needs_the_context_and_readable_hops(tmp_path):

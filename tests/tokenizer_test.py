@@ -167,3 +167,47 @@ def test_model_without_sep_is_rejected():
 def test_training_on_no_text_is_rejected():
   with pytest.raises(ValueError, match="no text"):
     tok_lib.Tokenizer.train(["", ""])
+
+
+# ProntoQA-like sentences (made up here): one concept in four forms.
+_CONCEPTS = [
+  "Every gorpus is a lempus. Gorpuses are lempuses. Max is a gorpus.",
+  "Each vumpus is not shiny. Vumpuses are not shiny. Sally is a vumpus.",
+  "Lempuses are bright. Every animal is small. Animals are small.",
+  "True or false: Max is not shiny. #### True",
+] * 10
+
+
+def test_fold_text_round_trips_and_shares_the_stem():
+  folded = tok_lib.fold_text("Gorpuses are lempuses. Max is a gorpus.")
+  cap, es = tok_lib.CAP, tok_lib.PLURAL_ES
+  assert folded == f"gorpus{cap}{es} are lempus{es}. max{cap} is a gorpus."
+  for text in _CONCEPTS + _CORPUS + ["GSM8K: Bus's 5th class, USA is"]:
+    assert tok_lib.unfold_text(tok_lib.fold_text(text)) == text
+  with pytest.raises(ValueError, match="marker"):
+    tok_lib.fold_text(f"already {cap} folded")
+  # A model may write markers anywhere: they unfold without error.
+  assert tok_lib.unfold_text(f"{es}{cap} x{tok_lib.PLURAL_S}") == "es xs"
+
+
+def test_fold_words_gives_every_form_of_a_concept_its_stem_token():
+  tok = tok_lib.Tokenizer.train(
+    _CONCEPTS, model_type="bpe", vocab_size=330, fold_words=True
+  )
+  assert tok.folds_words
+  for text in _CONCEPTS:
+    assert tok.decode(tok.encode(text)) == text
+  rows = tok.encode_many(_CONCEPTS[:4])
+  assert tok.decode_many(rows) == _CONCEPTS[:4]
+  stem = tok.encode(" gorpus")
+  markers = {tok.sp.piece_to_id(p) for p in tok_lib.FOLD_MARKERS}
+  for form in (" Gorpuses", " gorpuses", " Gorpus"):
+    ids = tok.encode(form)
+    assert ids[: len(stem)] == stem, form
+    assert set(ids[len(stem) :]) <= markers, form
+  # The setting travels with the model file.
+  assert tok_lib.Tokenizer(tok.model_proto).folds_words
+  plain = tok_lib.Tokenizer.train(_CONCEPTS, model_type="bpe", vocab_size=330)
+  assert not plain.folds_words
+  plain_stem = plain.encode(" gorpus")
+  assert plain.encode(" Gorpuses")[: len(plain_stem)] != plain_stem

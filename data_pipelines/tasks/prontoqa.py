@@ -73,6 +73,15 @@ a type of the entity (the deep encoder's comparison) and writes that proof
 forward. Needs the question's context (`make_drafts(..., context=...)`).
 Trained once (experiments/prontoqa.py): valid 55%, the majority answer.
 
+Scheme `for_against` is `backward` with the chains ordered by the query
+instead: the chain that would prove the statement asked about first, the
+one that would refute it second. Under `backward` the answer is the
+parity of two bits (which chain reaches the entity, and whether the
+statement is negated), a function with no first-order signal that the
+last pass never learned; here it is one bit, whether the proof written is
+the first chain. The order depends on the question only, never on the
+answer.
+
 Answers are "True"/"False"; the verifier accepts any letter case after the
 last "####" and nothing else (a draft without the marker has no answer).
 Loader errors name the file and the record index, as `file[i]` (0-based).
@@ -144,12 +153,25 @@ def _rule(sentence: str) -> tuple[str, str, bool]:
   return _concept(subject), " ".join(rest), negated
 
 
-def candidate_chains(hops: Sequence[str], context: str) -> list[str]:
+def _query_negated(context: str) -> bool:
+  """Whether the statement after "True or false:" is negated."""
+  parts = _TRUE_OR_FALSE_RE.split(context)
+  if len(parts) < 2:
+    raise ValueError("no 'True or false:' statement in the question")
+  return " not " in f" {parts[-1].strip()} "
+
+
+def candidate_chains(
+  hops: Sequence[str], context: str, order: str = "positive"
+) -> list[str]:
   """The `backward` scheme's drafts before the last (module docstring).
 
   Args:
     hops: the proof's hops, "<entity> is a X. <rule on X>." each.
     context: the question: its rules (and facts, and the query).
+    order: `positive` (the positive rule's chain first: `backward`) or
+      `query` (the chain agreeing with the statement asked first:
+      `for_against`).
 
   Returns:
     One draft per hop: the last t+1 rules of the proof and of the
@@ -170,6 +192,7 @@ def candidate_chains(hops: Sequence[str], context: str) -> list[str]:
     proof.append(parts[1])
   entity = facts[0].split()[0]
   _, prop, negated = _rule(proof[-1])
+  first_negated = order == "query" and _query_negated(context)
   parsed = {}  # the context's other rules: sentence -> (subject, object, neg)
   for x in _sentences(context.split("True or false:")[0]):
     if x.startswith(entity + " ") or x in proof:
@@ -194,7 +217,7 @@ def candidate_chains(hops: Sequence[str], context: str) -> list[str]:
   drafts = []
   for t in range(len(proof)):
     chains = [proof[-(t + 1) :], distractor[-(t + 1) :]]
-    if negated:  # the positive rule's chain first
+    if negated != first_negated:  # the chain led by that polarity first
       chains.reverse()
     drafts.append(CHAIN_SEP.join(" ".join(c) for c in chains if c))
   return drafts
@@ -215,9 +238,11 @@ def make_drafts(
       and answer in the last only), `grow_answer` (`grow`, then the answer
       in a pass of its own), `steps` (one more hop per pass, then the
       conclusion, then the answer), `backward` (both candidate chains
-      grown backward, then the chain and the answer) or `chain` (the full
-      chain only).
-    context: the question (its rules); needed by `backward` only.
+      grown backward, then the chain and the answer), `for_against`
+      (`backward`, the chain agreeing with the statement first) or `chain`
+      (the full chain only).
+    context: the question (its rules); needed by `backward` and
+      `for_against` only.
 
   Returns:
     The drafts; those that state the answer end " #### <answer>".
@@ -231,10 +256,11 @@ def make_drafts(
   marked = lambda d: f"{d} {ANSWER_MARKER} {answer}"
   if scheme == "chain":
     return (marked(full),)
-  if scheme == "backward":
+  if scheme in ("backward", "for_against"):
     if context is None:
-      raise ValueError("scheme 'backward' needs the question's context")
-    return (*candidate_chains(hops, context), marked(full))
+      raise ValueError(f"scheme {scheme!r} needs the question's context")
+    order = "query" if scheme == "for_against" else "positive"
+    return (*candidate_chains(hops, context, order), marked(full))
   if scheme in ("grow", "grow_answer"):
     n, t_len = len(hops), 3
     prefixes = [
@@ -254,7 +280,15 @@ class ProntoQATask(Task):
   """ProntoQA true/false questions over a fictional ontology (loader)."""
 
   name = "prontoqa"
-  schemes = ("hops", "grow", "grow_answer", "steps", "backward", "chain")
+  schemes = (
+    "hops",
+    "grow",
+    "grow_answer",
+    "steps",
+    "backward",
+    "for_against",
+    "chain",
+  )
   source_subdir = "prontoqa"
   source_files = {
     "train": "prontoqa_train.json",
