@@ -34,6 +34,37 @@ token at chance (ln 2) over a ~60-token draft, so the answer bit gets
 with `--config.train.pass_weights=(1,1,1,1,1,10)` to step 1,500: valid
 43.5%, now always "True" (89 of 200), teacher-forced loss unchanged
 (0.0123): weighting the whole last pass does not teach the answer bit.
+
+Scheme `for_against` with word folding (2026-12-06, commit ac5b885): the
+chains ordered by the statement asked, so that the answer is one bit
+(whether the proof written is the first chain) instead of a parity, and
+`prepare --fold_words`, so that a concept is one token in all its forms:
+
+    python -m data_pipelines.prepare --task=prontoqa --scheme=for_against \
+        --fold_words --data_dir=prepared_fold
+    python -m bottomup.main --config=experiments/prontoqa.py:cpu \
+        --workdir=runs/pqa_fa --config.data.data_dir=prepared_fold \
+        --config.data.scheme=for_against --config.train.num_steps=800 \
+        --config.eval.every_steps=200
+    python -m bottomup.evaluate --workdir=runs/pqa_fa --split=valid \
+        --forced_passes=K      # K = 1..5
+
+800 steps, 65 min: test 50.6% (405/800); valid 44.5 / 52.5 / 55.0% at
+steps 200 / 400 / 600. Failure (2) is gone: the last pass, teacher-forced,
+has loss 0.001 a token and exact match 100% from step 550, and given the
+reference d0..d4 it answers 200 of 200 valid problems right (`backward`:
+52.5%). Given d0 and d1 only, the answer is still right on 200 of 200 (the
+later drafts 5% exact): the refuting chain usually stops growing after a
+rule or two, so the last pass tells the proof by its length. What is left
+is failure (1), the lookups of passes 0 and 1, folded tokens or not:
+pass 0 (the two rules on the property) is never exact, its loss stays at
+0.52 a token from step 350; given d0, pass 1 is exact on 1 problem in 200.
+In its samples the property and both polarities are right and the rules'
+subjects are a wrong concept: the decoder writes a rule's subject before
+the object that identifies the rule ("Dumpuses are not floral."), so the
+lookup must be done whole in the encoder. Next: drafts that write the key
+of each lookup before the rule it finds (as the multiplication drafts
+write the partial product before the sum).
 """
 
 import ml_collections
