@@ -46,8 +46,9 @@ def draft_marker(t: int) -> str:
 CAP, PLURAL_ES, PLURAL_S = "\u21e7", "\u2039es\u203a", "\u2039s\u203a"
 FOLD_MARKERS = (CAP, PLURAL_ES, PLURAL_S)
 _WORD_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]+(?![A-Za-z])")
+# A stem (maybe empty) and at least one marker.
 _FOLDED_RE = re.compile(
-  "([A-Za-z]*)(" + CAP + ")?(" + PLURAL_ES + "|" + PLURAL_S + ")?"
+  f"([A-Za-z]*)(?:({CAP})({PLURAL_ES}|{PLURAL_S})?|({PLURAL_ES}|{PLURAL_S}))"
 )
 # Words ending in "s" that are not plurals of a shorter stem.
 _NOT_PLURAL = ("ss", "us", "is", "os")
@@ -78,9 +79,8 @@ def fold_text(text: str) -> str:
 
 
 def _unfold_word(m: re.Match) -> str:
-  stem, cap, suffix = m.groups()
-  if not (cap or suffix):
-    return stem
+  stem, cap, suffix, bare_suffix = m.groups()
+  suffix = suffix or bare_suffix
   if cap:
     stem = stem[:1].upper() + stem[1:]
   return stem + {PLURAL_ES: "es", PLURAL_S: "s", None: ""}[suffix]

@@ -165,16 +165,15 @@ def _query_negated(context: str) -> bool:
 
 
 def candidate_chains(
-  hops: Sequence[str], context: str, order: str = "positive"
+  hops: Sequence[str], context: str, by_query: bool = False
 ) -> list[str]:
   """The `backward` scheme's drafts before the last (module docstring).
 
   Args:
     hops: the proof's hops, "<entity> is a X. <rule on X>." each.
     context: the question: its rules (and facts, and the query).
-    order: `positive` (the positive rule's chain first: `backward`) or
-      `query` (the chain agreeing with the statement asked first:
-      `for_against`).
+    by_query: the chain agreeing with the statement asked first
+      (`for_against`); else the positive rule's chain first (`backward`).
 
   Returns:
     One draft per hop: the last t+1 rules of the proof and of the
@@ -195,7 +194,7 @@ def candidate_chains(
     proof.append(parts[1])
   entity = facts[0].split()[0]
   _, prop, negated = _rule(proof[-1])
-  first_negated = order == "query" and _query_negated(context)
+  first_negated = by_query and _query_negated(context)
   parsed = {}  # the context's other rules: sentence -> (subject, object, neg)
   for x in _sentences(context.split("True or false:")[0]):
     if x.startswith(entity + " ") or x in proof:
@@ -262,8 +261,8 @@ def make_drafts(
   if scheme in ("backward", "for_against"):
     if context is None:
       raise ValueError(f"scheme {scheme!r} needs the question's context")
-    order = "query" if scheme == "for_against" else "positive"
-    return (*candidate_chains(hops, context, order), marked(full))
+    by_query = scheme == "for_against"
+    return (*candidate_chains(hops, context, by_query), marked(full))
   if scheme in ("grow", "grow_answer"):
     n, t_len = len(hops), 3
     prefixes = [
